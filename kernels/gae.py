@@ -1,0 +1,199 @@
+"""Generalized advantage estimation with truncation bootstrap, over env-major `[num_envs, num_steps]` tensors.
+
+Semantics, per env (DESIGN.md):
+    next_value_t = truncated_values_t   if truncated_t
+                 = values_{t+1}          elif t < T - 1
+                 = last_values           otherwise
+    delta_t = r_t + gamma * next_value_t * (1 - terminated_t) - values_t
+    A_t     = delta_t + gamma * lam * (1 - (terminated_t or truncated_t)) * A_{t+1},   A_T = 0
+    returns = A + values
+
+`gae_reference` is the pure-torch version (the CPU path and the test oracle), `gae_triton` the Triton kernel
+(CUDA tensors, or CPU tensors under TRITON_INTERPRET=1), and `gae` picks one by device. Outputs are float32;
+the recurrence accumulates in float32 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["gae", "gae_reference", "gae_triton"]
+
+
+@triton.jit
+def _gae_kernel(
+    rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
+    advantages_ptr, returns_ptr,
+    num_envs, num_steps, stride_env,
+    gamma, lam,
+    BLOCK_ENVS: tl.constexpr,
+):
+    # One lane per env, walking time backwards; the carried A_{t+1} lives in registers.
+    envs = tl.program_id(0) * BLOCK_ENVS + tl.arange(0, BLOCK_ENVS)
+    mask = envs < num_envs
+    row = envs.to(tl.int64) * stride_env
+    next_value = tl.load(last_values_ptr + envs, mask=mask, other=0.0).to(tl.float32)
+    next_advantage = tl.zeros([BLOCK_ENVS], dtype=tl.float32)
+    for i in range(num_steps):
+        offs = row + (num_steps - 1 - i)
+        reward = tl.load(rewards_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        value = tl.load(values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        terminated = tl.load(terminated_ptr + offs, mask=mask, other=0).to(tl.float32)
+        truncated = tl.load(truncated_ptr + offs, mask=mask, other=0).to(tl.float32)
+        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        bootstrap = truncated * truncated_value + (1.0 - truncated) * next_value
+        delta = reward + gamma * bootstrap * (1.0 - terminated) - value
+        not_done = (1.0 - terminated) * (1.0 - truncated)
+        advantage = delta + gamma * lam * not_done * next_advantage
+        tl.store(advantages_ptr + offs, advantage, mask=mask)
+        tl.store(returns_ptr + offs, advantage + value, mask=mask)
+        next_advantage = advantage
+        next_value = value
+
+
+def _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values) -> None:
+    shape = rewards.shape
+    if rewards.dim() != 2:
+        raise ValueError(f"gae: rewards must be [num_envs, num_steps], got shape {tuple(shape)}")
+    named = {"values": values, "terminated": terminated, "truncated": truncated, "truncated_values": truncated_values}
+    for name, tensor in named.items():
+        if tensor.shape != shape:
+            raise ValueError(f"gae: {name} has shape {tuple(tensor.shape)}, expected {tuple(shape)} like rewards")
+    if last_values.shape != shape[:1]:
+        raise ValueError(f"gae: last_values has shape {tuple(last_values.shape)}, expected ({shape[0]},)")
+    for name, tensor in {"rewards": rewards, **named, "last_values": last_values}.items():
+        if tensor.device != rewards.device:
+            raise ValueError(f"gae: {name} is on {tensor.device}, rewards on {rewards.device}")
+
+
+def _outputs(rewards: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if out is None:
+        return (torch.empty(rewards.shape, dtype=torch.float32, device=rewards.device),
+                torch.empty(rewards.shape, dtype=torch.float32, device=rewards.device))
+    for name, tensor in zip(("advantages", "returns"), out):
+        if tensor.shape != rewards.shape or tensor.dtype != torch.float32 or tensor.device != rewards.device:
+            raise ValueError(f"gae: out {name} must be float32 {tuple(rewards.shape)} on {rewards.device}, got "
+                             f"{tensor.dtype} {tuple(tensor.shape)} on {tensor.device}")
+        if not tensor.is_contiguous():
+            raise ValueError(f"gae: out {name} must be contiguous")
+    return out
+
+
+def gae_reference(
+    *,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    truncated_values: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pure-torch GAE: vectorized over envs, a loop over time. Returns `(advantages, returns)` in float32
+    (float64 for float64 rewards, so it can serve as a float64 oracle), copied into `out` when given."""
+    _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values)
+    num_steps = rewards.shape[1]
+    acc = torch.float32 if rewards.dtype != torch.float64 else torch.float64
+    rewards, values, truncated_values = rewards.to(acc), values.to(acc), truncated_values.to(acc)
+    terminated, truncated = terminated.to(acc), truncated.to(acc)
+    # Bootstrap value of each step, built for all steps at once: V(s_{t+1}), the last column from last_values.
+    next_values = torch.cat([values[:, 1:], last_values.to(acc)[:, None]], dim=1)
+    next_values = torch.where(truncated.bool(), truncated_values, next_values)
+    deltas = rewards + gamma * next_values * (1.0 - terminated) - values  # [N, T]
+    decay = gamma * lam * (1.0 - terminated) * (1.0 - truncated)  # [N, T]
+    advantages = torch.empty_like(deltas)
+    next_advantage = torch.zeros_like(deltas[:, 0])
+    for t in range(num_steps - 1, -1, -1):
+        next_advantage = deltas[:, t] + decay[:, t] * next_advantage
+        advantages[:, t] = next_advantage
+    returns = advantages + values
+    if out is not None:
+        _outputs(rewards, out)
+        out[0].copy_(advantages)
+        out[1].copy_(returns)
+        return out
+    return advantages, returns
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@torch.library.triton_op("recurrent_ppo::gae_triton", mutates_args={"advantages", "returns"})
+def _gae_triton_op(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    truncated_values: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+) -> None:
+    num_envs, num_steps = rewards.shape
+    block_envs = 128
+    grid = (triton.cdiv(num_envs, block_envs),)
+    torch.library.wrap_triton(_gae_kernel)[grid](
+        rewards, values, terminated, truncated, truncated_values, last_values,
+        advantages, returns,
+        num_envs, num_steps, num_steps,
+        gamma, lam,
+        BLOCK_ENVS=block_envs,
+    )
+
+
+def gae_triton(
+    *,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    truncated_values: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton GAE. Inputs must be contiguous; masks may be bool or float; rewards/values any float dtype.
+
+    Runs on CUDA tensors, and on CPU tensors when TRITON_INTERPRET=1 was set before this module was imported.
+    Returns float32 `(advantages, returns)`, written into `out` when given (e.g. the rollout buffer's tensors).
+    """
+    _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values)
+    if rewards.device.type == "cpu" and not _interpreting():
+        raise RuntimeError("gae_triton got CPU tensors: use gae_reference, or set TRITON_INTERPRET=1 before import")
+    tensors = {"rewards": rewards, "values": values, "terminated": terminated, "truncated": truncated,
+               "truncated_values": truncated_values, "last_values": last_values}
+    for name, tensor in tensors.items():
+        if not tensor.is_contiguous():
+            raise ValueError(f"gae_triton: {name} must be contiguous (env-major [num_envs, num_steps])")
+    advantages, returns = _outputs(rewards, out)
+    _gae_triton_op(rewards, values, terminated, truncated, truncated_values, last_values, float(gamma), float(lam),
+                   advantages, returns)
+    return advantages, returns
+
+
+def gae(
+    *,
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    truncated_values: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE by device: the Triton kernel on CUDA, the pure-torch reference elsewhere."""
+    impl = gae_triton if rewards.is_cuda else gae_reference
+    return impl(rewards=rewards, values=values, terminated=terminated, truncated=truncated,
+                truncated_values=truncated_values, last_values=last_values, gamma=gamma, lam=lam, out=out)

@@ -1,0 +1,37 @@
+"""Checkpoints written atomically: a crash mid-write never leaves a truncated file under the final name."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recurrent_ppo.policy import LSTMPolicyBundle
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """torch.save `state` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_policy(path: str | Path, device: torch.device | str = "cpu") -> LSTMPolicyBundle:
+    """Rebuild the policy saved by the trainer at `path`."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    policy = LSTMPolicyBundle(**state["policy_args"])
+    policy.load_state_dict(state["policy"])
+    return policy.to(device)

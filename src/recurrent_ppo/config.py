@@ -1,0 +1,127 @@
+"""Training configuration: one dataclass, validated before any work starts, plus named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from recurrent_ppo.envs import ENVS
+
+
+@dataclass
+class TrainConfig:
+    """Recurrent PPO on a vectorized device env. Defaults train stateless-cartpole to ~500 on a 2-core CPU."""
+
+    env: str = "stateless-cartpole"
+    """Environment name (one of recurrent_ppo.envs.ENVS)."""
+    num_envs: int = 32
+    """Parallel environments stepped together."""
+    num_steps: int = 128
+    """Steps per env in each rollout."""
+    total_steps: int = 600_000
+    """Total environment steps (all envs) to train for."""
+    seed: int = 1
+    """Seed of torch's global generators (policy init, sampling, envs)."""
+    device: str = "auto"
+    """'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'."""
+    run_dir: str = ""
+    """Folder for metrics.jsonl and the checkpoint; empty: runs/<env>-s<seed>-<timestamp>."""
+    hidden_dim: int = 128
+    """LSTM hidden size (also the encoder width)."""
+    num_layers: int = 1
+    """Stacked LSTM layers."""
+    seq_len: int = 16
+    """BPTT sequence length; must divide num_steps."""
+    learning_rate: float = 2.5e-3
+    """Adam learning rate at the start of training."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to zero over training."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    num_minibatches: int = 4
+    """Minibatches per epoch; must divide the number of sequences (num_envs * num_steps / seq_len)."""
+    update_epochs: int = 4
+    """Passes over the rollout per iteration."""
+    clip_coef: float = 0.2
+    """PPO ratio clipping."""
+    clip_vloss: bool = True
+    """Clip the value loss around the rollout's values, as PPO2 does."""
+    ent_coef: float = 0.01
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    reward_scale: float = 0.1
+    """Rewards are multiplied by this before GAE (logged returns stay unscaled); keeps value targets near 1."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip."""
+    norm_adv: bool = True
+    """Normalize advantages per minibatch."""
+    eval_episodes: int = 100
+    """Episodes of the final deterministic evaluation (0 skips it)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def num_iterations(self) -> int:
+        return self.total_steps // self.batch_size
+
+    @property
+    def num_sequences(self) -> int:
+        return self.batch_size // self.seq_len
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} asked for CUDA, but torch sees no CUDA device")
+        return device
+
+    def validate(self) -> TrainConfig:
+        """Raise ValueError naming the first invalid setting; returns self."""
+        if self.env not in ENVS:
+            raise ValueError(f"env={self.env!r} is unknown; choose one of {sorted(ENVS)}")
+        positive = ("num_envs", "num_steps", "total_steps", "hidden_dim", "num_layers", "seq_len",
+                    "num_minibatches", "update_epochs")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.num_steps % self.seq_len:
+            raise ValueError(f"num_steps={self.num_steps} is not divisible by seq_len={self.seq_len}")
+        if self.num_sequences % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches} does not divide the {self.num_sequences} sequences "
+                f"(num_envs * num_steps / seq_len = {self.num_envs} * {self.num_steps} / {self.seq_len})"
+            )
+        if self.total_steps < self.batch_size:
+            raise ValueError(
+                f"total_steps={self.total_steps} is less than one rollout (num_envs * num_steps = {self.batch_size})"
+            )
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+        for name in ("learning_rate", "clip_coef", "max_grad_norm", "reward_scale"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        for name in ("ent_coef", "vf_coef", "eval_episodes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        self.resolved_device()
+        return self
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "stateless-cartpole": TrainConfig(),
+    "cartpole": TrainConfig(env="cartpole"),
+}

@@ -1,0 +1,32 @@
+"""The interface of a vectorized, device-resident environment."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+import torch
+
+
+class StepResult(NamedTuple):
+    """What `step` returns for all envs; envs that finished are already reset."""
+
+    obs: torch.Tensor  # [N, obs_dim] next observation (the reset observation where the episode ended)
+    reward: torch.Tensor  # [N] float32
+    terminated: torch.Tensor  # [N] bool: the episode reached a terminal state
+    truncated: torch.Tensor  # [N] bool: the episode was cut by the time limit (never both)
+    final_obs: torch.Tensor  # [N, obs_dim] observation after this step, before any reset
+
+
+class VectorEnv(Protocol):
+    num_envs: int
+    obs_dim: int
+    num_actions: int
+    device: torch.device
+
+    def reset(self) -> torch.Tensor:
+        """Reset every env; returns `obs [N, obs_dim]`."""
+        ...
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        """Advance every env by one step with `actions [N]`; finished envs reset themselves."""
+        ...

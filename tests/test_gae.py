@@ -1,0 +1,152 @@
+"""GAE: the pure-torch reference and the Triton kernel (interpreter on CPU) against a float64 scalar loop."""
+
+import pytest
+import torch
+
+from recurrent_ppo.kernels.gae import gae, gae_reference, gae_triton
+from tests.helpers import assert_close
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def gae_loop_float64(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam):
+    """The semantics of DESIGN.md written as plainly as possible: python scalars, float64."""
+    n, t_max = rewards.shape
+    r, v, tv, lv = (x.double().cpu().tolist() for x in (rewards, values, truncated_values, last_values))
+    term, trunc = terminated.bool().cpu().tolist(), truncated.bool().cpu().tolist()
+    adv = [[0.0] * t_max for _ in range(n)]
+    for i in range(n):
+        next_adv = 0.0
+        for t in reversed(range(t_max)):
+            if trunc[i][t]:
+                next_value = tv[i][t]
+            elif t < t_max - 1:
+                next_value = v[i][t + 1]
+            else:
+                next_value = lv[i]
+            delta = r[i][t] + gamma * next_value * (1.0 - term[i][t]) - v[i][t]
+            next_adv = delta + gamma * lam * (1.0 - (term[i][t] or trunc[i][t])) * next_adv
+            adv[i][t] = next_adv
+    adv = torch.tensor(adv, dtype=torch.float64)
+    return adv, adv + values.double().cpu()
+
+
+def make_inputs(n, t, *, done_prob=0.1, dtype=torch.float32, mask_dtype=torch.bool, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    terminated = torch.rand(n, t, generator=g) < done_prob
+    truncated = (torch.rand(n, t, generator=g) < done_prob) & ~terminated
+    inputs = dict(
+        rewards=torch.randn(n, t, generator=g),
+        values=torch.randn(n, t, generator=g),
+        terminated=terminated,
+        truncated=truncated,
+        truncated_values=torch.randn(n, t, generator=g),
+        last_values=torch.randn(n, generator=g),
+    )
+    inputs = {k: v.to(DEVICE) for k, v in inputs.items()}
+    for k in ("rewards", "values", "truncated_values", "last_values"):
+        inputs[k] = inputs[k].to(dtype)
+    for k in ("terminated", "truncated"):
+        inputs[k] = inputs[k].to(mask_dtype)
+    return inputs
+
+
+def poisoned_out(n, t):
+    return (torch.full((n, t), float("nan"), device=DEVICE), torch.full((n, t), float("nan"), device=DEVICE))
+
+
+IMPLS = {"reference": gae_reference, "triton": gae_triton}
+SIZES = [(1, 1), (1, 5), (7, 63), (7, 128), (1023, 5), (130, 63)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("n,t", SIZES, ids=[f"N{n}-T{t}" for n, t in SIZES])
+def test_gae_matches_float64_loop(impl, n, t):
+    inputs = make_inputs(n, t, seed=n * 1000 + t)
+    expected_adv, expected_ret = gae_loop_float64(**inputs, gamma=0.99, lam=0.95)
+    adv, ret = IMPLS[impl](**inputs, gamma=0.99, lam=0.95, out=poisoned_out(n, t))
+    assert adv.dtype == torch.float32 and ret.dtype == torch.float32
+    assert_close(adv.double().cpu(), expected_adv, "advantages", rtol=1e-5, atol=1e-5)
+    assert_close(ret.double().cpu(), expected_ret, "returns", rtol=1e-5, atol=1e-5)
+
+
+EDGES = [(0.99, 0.0), (0.99, 1.0), (1.0, 0.95), (1.0, 1.0), (0.0, 0.95)]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("gamma,lam", EDGES, ids=[f"g{g}-l{l}" for g, l in EDGES])
+@pytest.mark.parametrize("done_prob", [0.0, 0.3, 1.0], ids=["no-done", "some-done", "all-done"])
+def test_gae_edges(impl, gamma, lam, done_prob):
+    inputs = make_inputs(7, 33, done_prob=done_prob)
+    expected_adv, expected_ret = gae_loop_float64(**inputs, gamma=gamma, lam=lam)
+    adv, ret = IMPLS[impl](**inputs, gamma=gamma, lam=lam, out=poisoned_out(7, 33))
+    assert_close(adv.double().cpu(), expected_adv, "advantages", rtol=1e-5, atol=1e-4)
+    assert_close(ret.double().cpu(), expected_ret, "returns", rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_truncation_bootstraps_from_truncated_values(impl):
+    # One env, 3 steps, cut by the time limit at step 1: step 1 bootstraps from truncated_values[1], not
+    # values[2], and step 0's advantage does not flow back across the cut.
+    inputs = dict(
+        rewards=torch.tensor([[1.0, 1.0, 1.0]]), values=torch.tensor([[0.5, 0.25, 2.0]]),
+        terminated=torch.tensor([[False, False, False]]), truncated=torch.tensor([[False, True, False]]),
+        truncated_values=torch.tensor([[0.0, 10.0, 0.0]]), last_values=torch.tensor([3.0]),
+    )
+    inputs = {k: v.to(DEVICE) for k, v in inputs.items()}
+    gamma, lam = 0.9, 0.8
+    adv, _ = IMPLS[impl](**inputs, gamma=gamma, lam=lam)
+    a2 = 1.0 + gamma * 3.0 - 2.0
+    a1 = 1.0 + gamma * 10.0 - 0.25  # no decay term: the episode ended here
+    a0 = (1.0 + gamma * 0.25 - 0.5) + gamma * lam * a1
+    assert_close(adv.cpu(), torch.tensor([[a0, a1, a2]]), "advantages")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_terminal_step_ignores_next_value(impl):
+    inputs = dict(
+        rewards=torch.tensor([[1.0, 1.0]]), values=torch.tensor([[0.5, 7.0]]),
+        terminated=torch.tensor([[True, False]]), truncated=torch.tensor([[False, False]]),
+        truncated_values=torch.tensor([[100.0, 100.0]]), last_values=torch.tensor([0.0]),
+    )
+    inputs = {k: v.to(DEVICE) for k, v in inputs.items()}
+    adv, _ = IMPLS[impl](**inputs, gamma=0.99, lam=0.95)
+    assert_close(adv.cpu(), torch.tensor([[0.5, -6.0]]), "advantages")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_float_masks_equal_bool_masks(impl):
+    as_bool = make_inputs(9, 17)
+    as_float = make_inputs(9, 17, mask_dtype=torch.float32)
+    a_bool, _ = IMPLS[impl](**as_bool, gamma=0.99, lam=0.95)
+    a_float, _ = IMPLS[impl](**as_float, gamma=0.99, lam=0.95)
+    assert_close(a_float, a_bool, "advantages", rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_bf16_inputs_within_tolerance(impl):
+    inputs = make_inputs(33, 63, dtype=torch.bfloat16)
+    expected_adv, _ = gae_loop_float64(**inputs, gamma=0.99, lam=0.95)  # oracle on the same rounded inputs
+    adv, _ = IMPLS[impl](**inputs, gamma=0.99, lam=0.95)
+    assert adv.dtype == torch.float32
+    # Inputs are exactly representable after rounding; only fp32 accumulation error remains.
+    assert_close(adv.double().cpu(), expected_adv, "advantages", rtol=1e-4, atol=1e-4)
+
+
+def test_gae_dispatches_by_device():
+    inputs = make_inputs(5, 9)
+    adv, ret = gae(**inputs, gamma=0.99, lam=0.95)
+    ref_adv, ref_ret = gae_reference(**inputs, gamma=0.99, lam=0.95)
+    assert_close(adv, ref_adv, "advantages", rtol=1e-6, atol=1e-6)
+    assert_close(ret, ref_ret, "returns", rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_rejects_mismatched_shapes(impl):
+    inputs = make_inputs(4, 6)
+    inputs["values"] = inputs["values"][:, :5]
+    with pytest.raises(ValueError, match="values has shape"):
+        IMPLS[impl](**inputs, gamma=0.99, lam=0.95)
+    inputs = make_inputs(4, 6)
+    with pytest.raises(ValueError, match="out advantages"):
+        IMPLS[impl](**inputs, gamma=0.99, lam=0.95, out=poisoned_out(4, 5))
