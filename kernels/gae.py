@@ -24,6 +24,10 @@ import triton.language as tl
 __all__ = ["gae", "gae_reference", "gae_triton"]
 
 
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
 @triton.jit
 def _gae_kernel(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
@@ -121,11 +125,13 @@ def gae_reference(
     return advantages, returns
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+# On CUDA a triton_op, which torch.compile traces into (inductor sees the kernel; CUDA graphs capture it). Under
+# TRITON_INTERPRET=1 the kernel is a Python function that cannot run on the fake tensors compile traces with,
+# so there it is an opaque custom op with the fake implementation below.
+_register_op = torch.library.custom_op if _interpreting() else torch.library.triton_op
 
 
-@torch.library.triton_op("recurrent_ppo::gae_triton", mutates_args={"advantages", "returns"})
+@_register_op("recurrent_ppo::gae_triton", mutates_args={"advantages", "returns"})
 def _gae_triton_op(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -148,6 +154,13 @@ def _gae_triton_op(
         gamma, lam,
         BLOCK_ENVS=block_envs,
     )
+
+
+if _interpreting():
+
+    @_gae_triton_op.register_fake
+    def _(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns):
+        return None
 
 
 def gae_triton(

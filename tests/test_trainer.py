@@ -5,9 +5,13 @@ import json
 import pytest
 import torch
 
+from recurrent_ppo.buffer import RolloutBuffer
 from recurrent_ppo.checkpoint import load_policy, save_checkpoint
 from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.envs import CartPole
+from recurrent_ppo.episodes import EpisodeTracker
+from recurrent_ppo.policy import LSTMPolicyBundle
+from recurrent_ppo.rollout import RolloutCollector
 from recurrent_ppo.trainer import Trainer
 from tests.helpers import assert_close
 
@@ -19,34 +23,34 @@ def small_config(tmp_path, **changes):
     return base.replace(**changes)
 
 
-def test_truncated_values_bootstrap_from_the_state_after_the_step(tmp_path):
-    trainer = Trainer(small_config(tmp_path))
-    trainer.env = CartPole(4, stateless=True, max_episode_steps=5)
-    with torch.inference_mode():
-        trainer.obs = trainer.env.reset()
+def test_truncated_values_bootstrap_from_the_state_after_the_step():
+    policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8)
+    env = CartPole(4, stateless=True, max_episode_steps=5)
+    buffer = RolloutBuffer(4, 16, env.obs_dim, 1, 8, "cpu")
     final_obs = []
-    step = trainer.env.step
-    def spy(actions, _step=step):
-        result = _step(actions)
+    step = env.step
+
+    def spy(actions):
+        result = step(actions)
         final_obs.append(result.final_obs)
         return result
 
-    trainer.env.step = spy
-    trainer.collect_rollout()
-    buffer, policy = trainer.buffer, trainer.policy
+    env.step = spy
+    RolloutCollector(policy, env, buffer, EpisodeTracker(4, torch.device("cpu"))).collect()
     truncated = buffer.truncated.nonzero().tolist()
     assert len(truncated) >= 8, "a 5-step limit truncates every env several times in 16 steps"
-    for env, t in truncated:
-        h0 = (buffer.hidden_h[env:env + 1, t].transpose(0, 1), buffer.hidden_c[env:env + 1, t].transpose(0, 1))
+    for env_id, t in truncated:
+        rows, steps = slice(env_id, env_id + 1), slice(t, t + 1)
+        h0 = (buffer.hidden_h[rows, t].transpose(0, 1), buffer.hidden_c[rows, t].transpose(0, 1))
         with torch.no_grad():
-            after = policy.evaluate_actions(buffer.obs[env:env + 1, t:t + 1], buffer.actions[env:env + 1, t:t + 1],
-                                            buffer.episode_starts[env:env + 1, t:t + 1], h0).hidden
-            expected = policy.get_value(final_obs[t][env:env + 1], after, torch.zeros(1, dtype=torch.bool))
-            from_reset = policy.get_value(final_obs[t][env:env + 1], after, torch.ones(1, dtype=torch.bool))
-        assert_close(buffer.truncated_values[env, t:t + 1], expected, f"truncated value of env {env} at step {t}")
+            after = policy.evaluate_actions(buffer.obs[rows, steps], buffer.actions[rows, steps],
+                                            buffer.episode_starts[rows, steps], h0).hidden
+            expected = policy.get_value(final_obs[t][rows], after, torch.zeros(1, dtype=torch.bool))
+            from_reset = policy.get_value(final_obs[t][rows], after, torch.ones(1, dtype=torch.bool))
+        assert_close(buffer.truncated_values[env_id, steps], expected, f"truncated value of env {env_id} at step {t}")
         assert not torch.allclose(expected, from_reset), "the recurrent state must matter for this check"
         if t + 1 < buffer.num_steps:
-            assert buffer.episode_starts[env, t + 1], "the step after a truncation starts an episode"
+            assert buffer.episode_starts[env_id, t + 1], "the step after a truncation starts an episode"
 
 
 def test_train_writes_metrics_checkpoint_and_evaluates(tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recurrent_ppo.compile import COMPILE_MODES
 from recurrent_ppo.envs import ENVS
 
 
@@ -60,6 +61,11 @@ class TrainConfig:
     """Global gradient-norm clip."""
     norm_adv: bool = True
     """Normalize advantages per minibatch."""
+    compile_mode: str = "auto"
+    """torch.compile mode of the rollout step, the update's loss and evaluation: off, default, reduce-overhead
+    (adds CUDA graphs on GPU), max-autotune; auto picks per device (see resolved_compile_mode)."""
+    compile_backend: str = "inductor"
+    """torch.compile backend; 'eager' or 'aot_eager' trace with fullgraph=True without generating code."""
     eval_episodes: int = 100
     """Episodes of the final deterministic evaluation (0 skips it)."""
     progress: bool = True
@@ -84,6 +90,19 @@ class TrainConfig:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={self.device!r} asked for CUDA, but torch sees no CUDA device")
         return device
+
+    def resolved_compile_mode(self, device: torch.device) -> str:
+        """The compile mode `auto` stands for on `device`.
+
+        CPU: default (inductor). On a 2-core CPU the default stateless-cartpole run went from 15.4k to 29.0k
+        steps/s per iteration (median) compiled; compiling costs ~35 s cold and ~9 s from inductor's cache
+        (2026-11-26, torch 2.13.0). CUDA: reduce-overhead, because at these sizes a rollout step is dozens of
+        tiny kernels whose launches cost more than their work, and CUDA graphs remove the launches (not yet
+        measured against default on a GPU).
+        """
+        if self.compile_mode != "auto":
+            return self.compile_mode
+        return "reduce-overhead" if device.type == "cuda" else "default"
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first invalid setting; returns self."""
@@ -114,6 +133,10 @@ class TrainConfig:
         for name in ("ent_coef", "vf_coef", "eval_episodes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.compile_mode not in ("auto", *COMPILE_MODES):
+            raise ValueError(f"compile_mode={self.compile_mode!r} must be auto or one of {COMPILE_MODES}")
+        if self.compile_backend not in ("inductor", "eager", "aot_eager"):
+            raise ValueError(f"compile_backend={self.compile_backend!r} must be inductor, eager or aot_eager")
         self.resolved_device()
         return self
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from recurrent_ppo.compile import compile_fn
 from recurrent_ppo.lstm import LSTM, HiddenState
 
 
@@ -57,6 +59,17 @@ class LSTMPolicyBundle(nn.Module):
         self.lstm = LSTM(hidden_dim, hidden_dim, num_layers)
         self.actor = _layer(hidden_dim, num_actions, 0.01)
         self.critic = _layer(hidden_dim, 1, 1.0)
+
+    def compile(self, mode: str = "default", *, backend: str | Callable = "inductor") -> LSTMPolicyBundle:
+        """Compile `get_action`, `get_value` and `evaluate_actions` of this instance with `fullgraph=True`.
+
+        `nn.Module.compile()` compiles only `forward()`, which a bundle called through these methods never runs;
+        here each method is replaced on the instance by its compiled version, so every call goes through it.
+        `mode` is a torch.compile mode ("default", "reduce-overhead", "max-autotune") or "off". Returns self.
+        """
+        for name in ("get_action", "get_value", "evaluate_actions"):
+            setattr(self, name, compile_fn(getattr(type(self), name).__get__(self), mode, backend))
+        return self
 
     @torch.inference_mode()
     def initial_hidden(self, batch_size: int) -> HiddenState:

@@ -6,7 +6,8 @@ from typing import NamedTuple
 
 import torch
 
-from recurrent_ppo.buffer import SequenceBatch
+from recurrent_ppo.buffer import RolloutBuffer, SequenceBatch
+from recurrent_ppo.compile import compile_fn
 from recurrent_ppo.policy import EvaluateOutput, LSTMPolicyBundle
 
 
@@ -49,31 +50,47 @@ def ppo_loss(
     return LossTerms(loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction)
 
 
-def update_step(
-    policy: LSTMPolicyBundle,
-    optimizer: torch.optim.Optimizer,
-    batch: SequenceBatch,
-    *,
-    clip_coef: float,
-    vf_coef: float,
-    ent_coef: float,
-    max_grad_norm: float,
-    clip_vloss: bool = True,
-    norm_adv: bool = True,
-) -> torch.Tensor:
-    """BPTT over one minibatch, PPO loss, backward, gradient clipping, optimizer step.
-
-    Returns the detached loss terms and the pre-clip gradient norm stacked in one tensor `[7]`, on the device,
-    so the caller can average them without a host sync.
-    """
-    out = policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
-    terms = ppo_loss(out, batch, clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef,
-                     clip_vloss=clip_vloss, norm_adv=norm_adv)
-    optimizer.zero_grad(set_to_none=True)
-    terms.loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_grad_norm)
-    optimizer.step()
-    return torch.stack([*(t.detach() for t in terms), grad_norm])
-
-
 UPDATE_METRICS = (*LossTerms._fields, "grad_norm")
+
+
+class PPOUpdater:
+    """Epochs x minibatches of PPO over a full RolloutBuffer.
+
+    Per minibatch: the compiled forward (BPTT over the sequences + PPO loss, `fullgraph=True`), its compiled
+    backward (AOTAutograd), then gradient clipping and the optimizer step. The optimizer stays outside the
+    compiled graph: `Optimizer.step` graph-breaks by design, and on a 2-core CPU compiling it changed an
+    update step by under 2% (5.8 vs 5.9 ms, 2026-11-26). Loss terms are summed on the device and read once.
+    """
+
+    def __init__(self, policy: LSTMPolicyBundle, optimizer: torch.optim.Optimizer, *, clip_coef: float,
+                 vf_coef: float, ent_coef: float, max_grad_norm: float, clip_vloss: bool = True,
+                 norm_adv: bool = True, compile_mode: str = "off", compile_backend: str = "inductor") -> None:
+        self.policy, self.optimizer = policy, optimizer
+        self.loss_kwargs = dict(clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef, clip_vloss=clip_vloss,
+                                norm_adv=norm_adv)
+        self.max_grad_norm = max_grad_norm
+        self.params = [p for p in policy.parameters() if p.requires_grad]
+        self.loss = compile_fn(self._loss, compile_mode, compile_backend)
+
+    def _loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+        terms = ppo_loss(out, batch, **self.loss_kwargs)
+        return terms.loss, torch.stack([t.detach() for t in terms])
+
+    def step(self, batch: SequenceBatch) -> torch.Tensor:
+        """One optimisation step on `batch`; returns the loss terms and pre-clip gradient norm `[7]`."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, terms = self.loss(batch)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        return torch.cat([terms, grad_norm[None]])
+
+    def update(self, buffer: RolloutBuffer, *, seq_len: int, num_minibatches: int, epochs: int) -> dict[str, float]:
+        """`epochs` passes over the buffer in shuffled sequence minibatches; returns the mean of each metric."""
+        totals = torch.zeros(len(UPDATE_METRICS), device=buffer.device)
+        for _ in range(epochs):
+            for batch in buffer.get_batched_sequences(seq_len, num_minibatches):
+                totals += self.step(batch)
+        means = (totals / (epochs * num_minibatches)).tolist()  # the update's one host read
+        return dict(zip(UPDATE_METRICS, means))

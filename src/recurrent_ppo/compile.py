@@ -1,0 +1,43 @@
+"""One switch for torch.compile across the hot paths: the rollout step, the update's loss, evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+F = TypeVar("F", bound=Callable)
+
+
+def compile_fn(fn: F, mode: str, backend: str | Callable = "inductor") -> F:
+    """`fn` compiled with `fullgraph=True` (a graph break is an error, never a silent eager fallback), or `fn`
+    itself when `mode` is "off". Backends other than inductor ("eager", "aot_eager", a callable) take no mode."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode {mode!r} is not one of {COMPILE_MODES}")
+    if mode == "off":
+        return fn
+    if backend != "inductor":
+        return torch.compile(fn, fullgraph=True, backend=backend)
+    return torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode)
+
+
+def uses_cuda_graphs(mode: str, device: torch.device) -> bool:
+    return device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
+
+
+def mark_static_state(*owners: object) -> None:
+    """Mark the tensor attributes of `owners` (env, episode tracker) as static addresses, so CUDA graphs may
+    update them in place: cudagraph trees skip graphs that mutate inputs unless those inputs are static."""
+    for owner in owners:
+        for value in vars(owner).values():
+            if isinstance(value, torch.Tensor):
+                torch._dynamo.mark_static_address(value)
+
+
+def cuda_graph_step_begin(mode: str, device: torch.device) -> None:
+    """Tell cudagraph trees a new step begins, so a replay may reuse the memory of the previous step's outputs
+    (the caller has already copied what it keeps, e.g. into the rollout buffer)."""
+    if uses_cuda_graphs(mode, device):
+        torch.compiler.cudagraph_mark_step_begin()

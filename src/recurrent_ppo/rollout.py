@@ -1,0 +1,107 @@
+"""Rollout collection and evaluation: the policy steps device envs, one compiled step per env step."""
+
+from __future__ import annotations
+
+import torch
+
+from recurrent_ppo.buffer import RolloutBuffer
+from recurrent_ppo.compile import compile_fn, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs
+from recurrent_ppo.envs import VectorEnv
+from recurrent_ppo.episodes import EpisodeTracker
+from recurrent_ppo.policy import LSTMPolicyBundle, reset_hidden
+
+
+class RolloutCollector:
+    """Fills a RolloutBuffer with `num_steps` steps of all envs, carrying obs and LSTM state across rollouts.
+
+    Rollouts run under `torch.inference_mode()`: on CPU, eager, a policy+env step took 465 us under inference
+    mode and 553 us under no_grad (32 envs, H=128, 2026-11-26), and compiled steps tied; inference mode also
+    gives the rollout one kind of tensor throughout, so the compiled step is never re-traced for a
+    normal/inference mix. Everything the step makes is an inference tensor; the buffer copies values out of them.
+    """
+
+    def __init__(self, policy: LSTMPolicyBundle, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
+                 *, reward_scale: float = 1.0, compile_mode: str = "off", compile_backend: str = "inductor") -> None:
+        self.policy, self.env, self.buffer, self.episodes = policy, env, buffer, episodes
+        self.reward_scale = reward_scale
+        self.compile_mode = compile_mode
+        self.device = env.device
+        if uses_cuda_graphs(compile_mode, self.device):
+            mark_static_state(env, episodes)
+        with torch.inference_mode():
+            self.obs = env.reset()
+            self.hidden = policy.initial_hidden(env.num_envs)
+            self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
+            self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
+        self.step = compile_fn(self._step, compile_mode, compile_backend)
+        self.last_value = compile_fn(policy.get_value, compile_mode, compile_backend)
+
+    def _step(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
+        """Policy step, env step, truncation bootstrap and episode bookkeeping for all envs."""
+        hidden = reset_hidden(hidden, episode_starts)  # the buffer stores the state fed into the step
+        act = self.policy.get_action(obs, hidden, episode_starts)
+        result = self.env.step(act.action)
+        # Bootstrap of a time-limit cut: V(final obs) from the state after this step, with no reset.
+        truncated_values = self.policy.get_value(result.final_obs, act.hidden, self.no_starts)
+        done = result.terminated | result.truncated
+        self.episodes.update(result.reward, done)
+        return hidden, act, result, result.reward * self.reward_scale, truncated_values, done
+
+    @torch.inference_mode()
+    def collect(self) -> torch.Tensor:
+        """Run one rollout into the buffer; returns V(obs after the last step) `[num_envs]` for GAE."""
+        obs, hidden, starts = self.obs, self.hidden, self.episode_starts
+        self.buffer.reset()
+        for _ in range(self.buffer.num_steps):
+            cuda_graph_step_begin(self.compile_mode, self.device)
+            hidden_in, act, result, reward, truncated_values, done = self.step(obs, hidden, starts)
+            self.buffer.add(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value, rewards=reward,
+                            terminated=result.terminated, truncated=result.truncated,
+                            truncated_values=truncated_values, episode_starts=starts, hidden=hidden_in)
+            obs, hidden, starts = result.obs, act.hidden, done
+        cuda_graph_step_begin(self.compile_mode, self.device)
+        last_values = self.last_value(obs, hidden, starts).clone()
+        self.obs, self.hidden, self.episode_starts = obs, hidden, starts
+        return last_values
+
+
+class Evaluator:
+    """Mean return of fresh episodes under the deterministic policy, on an env of its own."""
+
+    def __init__(self, policy: LSTMPolicyBundle, env: VectorEnv, *, compile_mode: str = "off",
+                 compile_backend: str = "inductor") -> None:
+        self.policy, self.env = policy, env
+        self.compile_mode = compile_mode
+        if uses_cuda_graphs(compile_mode, env.device):
+            mark_static_state(env)
+        self.step = compile_fn(self._step, compile_mode, compile_backend)
+
+    def _step(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
+        act = self.policy.get_action(obs, hidden, episode_starts, deterministic=True)
+        result = self.env.step(act.action)
+        return result.obs, act.hidden, result.terminated | result.truncated, result.reward
+
+    @torch.inference_mode()
+    def evaluate(self, num_episodes: int, max_steps: int = 100_000) -> float:
+        """Run rounds of `env.num_envs` fresh episodes (one each per env) until `num_episodes` have finished;
+        averages the first `num_episodes`. Reads the device every 64 steps only."""
+        n, device = self.env.num_envs, self.env.device
+        returns = []
+        while len(returns) * n < num_episodes:
+            obs = self.env.reset()
+            hidden = self.policy.initial_hidden(n)
+            starts = torch.ones(n, dtype=torch.bool, device=device)
+            running = torch.zeros(n, device=device)
+            finished = torch.zeros(n, dtype=torch.bool, device=device)
+            for step in range(1, max_steps + 1):
+                cuda_graph_step_begin(self.compile_mode, device)
+                obs, hidden, starts, reward = self.step(obs, hidden, starts)
+                running += reward * ~finished
+                finished |= starts
+                if step % 64 == 0 and bool(finished.all()):
+                    break
+            else:
+                raise RuntimeError(f"evaluation: {int((~finished).sum())} of {n} episodes still running after "
+                                   f"{max_steps} steps")
+            returns.append(running)
+        return float(torch.cat(returns)[:num_episodes].mean())

@@ -1,0 +1,234 @@
+"""Compiled hot paths: no graph breaks, no recompiles after the first iteration, and the inference-mode
+contract of the seed ticket proven under torch.compile (inductor on CPU; reduce-overhead on GPU)."""
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+from recurrent_ppo.buffer import RolloutBuffer
+from recurrent_ppo.compile import compile_fn
+from recurrent_ppo.config import TrainConfig
+from recurrent_ppo.envs import CartPole
+from recurrent_ppo.episodes import EpisodeTracker
+from recurrent_ppo.kernels.gae import gae_triton
+from recurrent_ppo.policy import LSTMPolicyBundle
+from recurrent_ppo.ppo import PPOUpdater, ppo_loss
+from recurrent_ppo.rollout import Evaluator, RolloutCollector
+from recurrent_ppo.trainer import Trainer
+from tests.helpers import assert_close
+
+LOSS = dict(clip_coef=0.2, vf_coef=0.5, ent_coef=0.01)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def small_parts(num_envs=4, num_steps=8, device="cpu"):
+    policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=16, num_layers=2).to(device)
+    env = CartPole(num_envs, device, stateless=True)
+    buffer = RolloutBuffer(num_envs, num_steps, env.obs_dim, 2, 16, device)
+    return policy, env, buffer
+
+
+def filled_buffer(policy, env, buffer, **collector_args):
+    collector = RolloutCollector(policy, env, buffer, EpisodeTracker(env.num_envs, env.device), **collector_args)
+    buffer.compute_advantages(collector.collect(), 0.99, 0.95)
+    return buffer
+
+
+def explain(fn, *args):
+    result = torch._dynamo.explain(fn)(*args)
+    assert result.graph_break_count == 0, [str(r) for r in result.break_reasons]
+    assert result.graph_count == 1
+    return result
+
+
+# --- zero graph breaks (dynamo's explain, eager backend: fast) ---------------------------------------------
+
+def test_get_action_and_get_value_have_no_graph_breaks():
+    policy, env, _ = small_parts()
+    obs, starts = torch.randn(4, 2), torch.tensor([True, False, True, False])
+    hidden = policy.initial_hidden(4)
+    with torch.inference_mode():
+        explain(policy.get_action, obs, hidden, starts)
+        explain(lambda o, h, s: policy.get_action(o, h, s, deterministic=True), obs, hidden, starts)
+        explain(policy.get_value, obs, hidden, starts)
+
+
+def test_evaluate_actions_and_ppo_loss_have_no_graph_breaks():
+    policy, env, buffer = small_parts()
+    batch = next(filled_buffer(policy, env, buffer).get_batched_sequences(4, 2))
+
+    def loss(batch):
+        out = policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+        return ppo_loss(out, batch, **LOSS).loss
+
+    explain(loss, batch)
+    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), max_grad_norm=0.5, **LOSS)
+    explain(updater._loss, batch)
+
+
+def test_rollout_and_evaluation_steps_have_no_graph_breaks():
+    policy, env, buffer = small_parts()
+    collector = RolloutCollector(policy, env, buffer, EpisodeTracker(4, torch.device("cpu")))
+    evaluator = Evaluator(policy, CartPole(4, stateless=True))
+    with torch.inference_mode():
+        explain(collector._step, collector.obs, collector.hidden, collector.episode_starts)
+        explain(evaluator._step, collector.obs, collector.hidden, collector.episode_starts)
+
+
+def test_gae_op_has_no_graph_breaks():
+    n, t = 5, 7
+    args = (torch.randn(n, t), torch.randn(n, t), torch.rand(n, t) < 0.2, torch.rand(n, t) < 0.2,
+            torch.randn(n, t), torch.randn(n))
+
+    def advantages(r, v, term, trunc, tv, lv):
+        return gae_triton(rewards=r, values=v, terminated=term, truncated=trunc, truncated_values=tv,
+                          last_values=lv, gamma=0.99, lam=0.95)
+
+    explain(advantages, *args)
+    compiled = torch.compile(advantages, fullgraph=True, backend="aot_eager")(*args)
+    for got, want, name in zip(compiled, advantages(*args), ("advantages", "returns")):
+        assert_close(got, want, name)
+
+
+# --- the compiled code is what runs -------------------------------------------------------------------------
+
+def test_policy_compile_routes_every_method_through_the_compiled_graph():
+    graph_runs = []
+
+    def counting_backend(gm, example_inputs):
+        def run(*args):
+            graph_runs.append(1)
+            return gm.forward(*args)
+        return run
+
+    policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8).compile(backend=counting_backend)
+    obs, starts = torch.randn(3, 2), torch.zeros(3, dtype=torch.bool)
+    with torch.inference_mode():
+        hidden = policy.initial_hidden(3)
+        for call in (lambda: policy.get_action(obs, hidden, starts), lambda: policy.get_value(obs, hidden, starts)):
+            before = len(graph_runs)
+            call()
+            call()
+            assert len(graph_runs) == before + 2, "each call must run the compiled graph"
+    before = len(graph_runs)
+    normal = (torch.zeros(1, 3, 8), torch.zeros(1, 3, 8))
+    policy.evaluate_actions(obs[:, None], torch.zeros(3, 1, dtype=torch.long), starts[:, None], normal)
+    assert len(graph_runs) == before + 1
+
+
+def test_compile_fn_refuses_unknown_modes():
+    with pytest.raises(ValueError, match="'fast' is not one of"):
+        compile_fn(lambda x: x, "fast")
+
+
+# --- no recompiles after the first iteration (inductor on CPU) ---------------------------------------------
+
+def tiny_config(tmp_path, **changes):
+    cfg = TrainConfig(num_envs=8, num_steps=16, seq_len=8, num_minibatches=2, update_epochs=2, hidden_dim=16,
+                      total_steps=8 * 16 * 3, eval_episodes=8, progress=False, device="cpu",
+                      compile_mode="default", run_dir=str(tmp_path / "run"))
+    return cfg.replace(**changes)
+
+
+def test_no_recompiles_after_the_first_iteration(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path))
+    trainer.train_iteration(0)
+    trainer.evaluate(8)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 4, "rollout step, last value, loss and evaluation step should each be compiled"
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for iteration in (1, 2):  # each: rollout, GAE, all epochs and minibatches, lr annealing, evaluation
+            trainer.train_iteration(iteration)
+            trainer.evaluate(8)
+        # The check can fail: a batch of another size would need a new graph, and raises here.
+        collector = trainer.collector
+        with torch.inference_mode(), pytest.raises(torch._dynamo.exc.RecompileError):
+            collector.step(collector.obs[:4], (collector.hidden[0][:, :4], collector.hidden[1][:, :4]),
+                           collector.episode_starts[:4])
+    assert float(trainer.lr) == pytest.approx(trainer.cfg.learning_rate / 3), "the lr annealed in place"
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert not counters["recompiles"], dict(counters["recompiles"])
+
+
+# --- the seed contract under compile -----------------------------------------------------------------------
+
+def seed_contract(device, mode):
+    """The six claims of the seed ticket, with every hot path compiled in `mode`."""
+    torch.manual_seed(0)
+    policy, env, buffer = small_parts(num_envs=8, num_steps=8, device=device)
+    eager_policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=16, num_layers=2).to(device)
+    eager_policy.load_state_dict(policy.state_dict())
+    policy.compile(mode)
+
+    # 1. initial_hidden() makes inference tensors.
+    h, c = policy.initial_hidden(8)
+    assert h.is_inference() and c.is_inference()
+
+    # 2. Copied into the buffer (by the compiled rollout) they leave it made of normal tensors.
+    filled_buffer(policy, env, buffer, compile_mode=mode)
+    assert not buffer.hidden_h.is_inference() and not buffer.hidden_c.is_inference()
+
+    # 6. Before any update, the rollout's log-probs are what evaluate_actions computes (ratio 1).
+    for batch in buffer.get_batched_sequences(4, 2):
+        out = policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+        ratio = (out.log_prob.detach() - batch.log_probs).exp()
+        assert_close(ratio, torch.ones_like(ratio), "rollout/evaluate ratio", rtol=0, atol=1e-5)
+
+    # 3. Buffer -> compiled evaluate_actions -> PPO loss -> backward: finite, non-zero gradients everywhere.
+    batch = next(buffer.get_batched_sequences(4, 1))
+    out = policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+    ppo_loss(out, batch, **LOSS).loss.backward()
+    for name, param in policy.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, f"zero gradient for {name}"
+
+    # 4. Eager and compiled evaluate_actions agree, outputs and gradients.
+    eager_out = eager_policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+    ppo_loss(eager_out, batch, **LOSS).loss.backward()
+    for field in ("log_prob", "value", "entropy"):
+        assert_close(getattr(out, field), getattr(eager_out, field), field, rtol=1e-5, atol=1e-5)
+    eager_grads = dict(eager_policy.named_parameters())
+    for name, param in policy.named_parameters():
+        assert_close(param.grad, eager_grads[name].grad, f"grad of {name}", rtol=1e-4, atol=1e-5)
+
+    # 5. initial_hidden() straight to training fails loudly, compiled and eager.
+    for which in (policy, eager_policy):
+        with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
+            which.evaluate_actions(batch.obs, batch.actions, batch.episode_starts,
+                                   which.initial_hidden(batch.obs.shape[0])).log_prob.sum().backward()
+
+
+def test_seed_contract_under_inductor_on_cpu():
+    seed_contract("cpu", "default")
+
+
+@pytest.mark.gpu
+def test_seed_contract_under_reduce_overhead_on_gpu():
+    seed_contract("cuda", "reduce-overhead")
+
+
+@pytest.mark.gpu
+def test_reduce_overhead_iteration_has_no_host_sync(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, device="cuda", compile_mode="reduce-overhead", num_envs=256))
+    trainer.train_iteration(0)  # compile and capture outside the checked region
+    trainer.evaluate(8)
+    cfg = trainer.cfg
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        last_values = trainer.collector.collect()
+        trainer.buffer.compute_advantages(last_values, cfg.gamma, cfg.gae_lambda)
+        for _ in range(cfg.update_epochs):
+            for batch in trainer.buffer.get_batched_sequences(cfg.seq_len, cfg.num_minibatches):
+                trainer.updater.step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
