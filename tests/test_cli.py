@@ -46,7 +46,7 @@ def test_module_entry_point_trains(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "recurrent_ppo", "train", "--env", "cartpole", "--num-envs", "4", "--num-steps", "16",
          "--seq-len", "4", "--num-minibatches", "2", "--total-steps", "128", "--hidden-dim", "8",
-         "--eval-episodes", "2", "--device", "cpu", "--run-dir", str(run_dir)],
+         "--eval-episodes", "2", "--device", "cpu", "--compile-mode", "off", "--run-dir", str(run_dir)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr

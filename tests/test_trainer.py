@@ -19,7 +19,7 @@ from tests.helpers import assert_close
 def small_config(tmp_path, **changes):
     base = TrainConfig(num_envs=4, num_steps=16, seq_len=4, total_steps=4 * 16 * 2, hidden_dim=8,
                        num_minibatches=2, update_epochs=2, eval_episodes=3, progress=False,
-                       run_dir=str(tmp_path / "run"), device="cpu")
+                       run_dir=str(tmp_path / "run"), device="cpu", compile_mode="off")
     return base.replace(**changes)
 
 
@@ -98,7 +98,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_learns_cartpole(tmp_path):
     cfg = TrainConfig(env="cartpole", total_steps=102_400, eval_episodes=20, progress=False,
-                      run_dir=str(tmp_path / "run"), device="cpu")
+                      run_dir=str(tmp_path / "run"), device="cpu", compile_mode="off")
     summary = Trainer(cfg).train()
     # A random policy averages ~22; these runs reach 440-490 (last 100 episodes) and 500 deterministic.
     assert summary["episode_return_mean"] >= 300, summary
@@ -108,8 +108,9 @@ def test_learns_cartpole(tmp_path):
 @pytest.mark.slow
 def test_learns_stateless_cartpole_with_memory(tmp_path):
     cfg = TrainConfig(env="stateless-cartpole", total_steps=327_680, eval_episodes=20, progress=False,
-                      run_dir=str(tmp_path / "run"), device="cpu")
+                      run_dir=str(tmp_path / "run"), device="cpu")  # compiled, as `make train` runs on CPU
     summary = Trainer(cfg).train()
+    assert summary["compile_mode"] == "default"
     # Without velocities a memoryless policy stays far below this; the LSTM must infer them.
     assert summary["episode_return_mean"] >= 300, summary
     assert summary["eval_return_mean"] >= 400, summary
