@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Pass flags to the trainer, e.g. `make train ARGS="--env cartpole --total-steps 200000"`.
 ARGS ?=
 
-.PHONY: train test clean
+.PHONY: train test clean bench bench-check
 
 $(VENV)/.installed: pyproject.toml scripts/setup_venv.sh
 	PYTHON=$(PYTHON) bash scripts/setup_venv.sh $(VENV)
@@ -19,3 +19,28 @@ test: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
+
+# Benchmarks (bench/README.md). `make bench` runs bench/ into bench/baselines/<machine>/latest.json; RECORD=1 also
+# stores that run as the machine's baseline.json. `make bench-check` runs again and fails when a median is more
+# than THRESHOLD percent slower than the baseline (no baseline: it says so and fails, unless RECORD=1).
+# ARGS go to pytest, e.g. ARGS="-k gae" (a subset run: benchmarks it leaves out do not fail the check).
+THRESHOLD ?= 10
+RECORD ?=
+RECORDING = $(filter 1 yes true,$(RECORD))
+BENCH_BASELINES ?= bench/baselines
+BENCH_DIR = dir=$(BENCH_BASELINES)/$$($(PY) bench/machine.py) || exit 1
+BENCH_RUN = mkdir -p $$dir && $(PY) -m pytest bench -p no:cacheprovider --benchmark-enable \
+	--benchmark-columns=median,iqr,min,max,rounds --benchmark-json=$$dir/latest.json $(ARGS)
+
+bench: $(VENV)/.installed
+	@$(BENCH_DIR); $(BENCH_RUN) || exit 1; \
+	if [ -n "$(RECORDING)" ]; then $(PY) bench/check.py record $$dir; \
+	elif [ ! -f $$dir/baseline.json ]; then echo "No baseline in $$dir: make bench RECORD=1 stores this run as it."; \
+	else echo "Saved $$dir/latest.json; make bench-check compares a new run with $$dir/baseline.json."; fi
+
+bench-check: $(VENV)/.installed
+	@$(BENCH_DIR); \
+	if [ ! -f $$dir/baseline.json ] && [ -z "$(RECORDING)" ]; then $(PY) bench/check.py gate $$dir; exit $$?; fi; \
+	$(BENCH_RUN) || exit 1; \
+	$(PY) bench/check.py gate $$dir --threshold $(THRESHOLD) $(if $(RECORDING),--record-if-missing) \
+		$(if $(ARGS),--allow-missing)

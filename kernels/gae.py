@@ -29,14 +29,15 @@ def _interpreting() -> bool:
 
 
 @triton.jit
-def _gae_kernel(
+def _gae_loop_kernel(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
     advantages_ptr, returns_ptr,
     num_envs, num_steps, stride_env,
     gamma, lam,
     BLOCK_ENVS: tl.constexpr,
 ):
-    # One lane per env, walking time backwards; the carried A_{t+1} lives in registers.
+    # The plain version, kept as the benchmark's point of comparison: one lane per env walking time backwards,
+    # each of the num_steps dependent iterations waiting on its own (strided) loads.
     envs = tl.program_id(0) * BLOCK_ENVS + tl.arange(0, BLOCK_ENVS)
     mask = envs < num_envs
     row = envs.to(tl.int64) * stride_env
@@ -49,7 +50,7 @@ def _gae_kernel(
         terminated = tl.load(terminated_ptr + offs, mask=mask, other=0).to(tl.float32)
         truncated = tl.load(truncated_ptr + offs, mask=mask, other=0).to(tl.float32)
         truncated_value = tl.load(truncated_values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        bootstrap = truncated * truncated_value + (1.0 - truncated) * next_value
+        bootstrap = tl.where(truncated != 0.0, truncated_value, next_value)
         delta = reward + gamma * bootstrap * (1.0 - terminated) - value
         not_done = (1.0 - terminated) * (1.0 - truncated)
         advantage = delta + gamma * lam * not_done * next_advantage
@@ -57,6 +58,69 @@ def _gae_kernel(
         tl.store(returns_ptr + offs, advantage + value, mask=mask)
         next_advantage = advantage
         next_value = value
+
+
+@triton.jit
+def _compose(decay_a, delta_a, decay_b, delta_b):
+    # Each step is the affine map x -> delta + decay * x applied to A_{t+1}. Composing a (later in time,
+    # earlier in the scan) with b gives x -> delta_b + decay_b * (delta_a + decay_a * x).
+    return decay_a * decay_b, delta_b + decay_b * delta_a
+
+
+def _scan_configs() -> list[triton.Config]:
+    if _interpreting():  # small tiles, so CPU tests cross several time chunks and env blocks
+        return [triton.Config({"BLOCK_ENVS": 32, "BLOCK_STEPS": 16}, num_warps=1)]
+    return [
+        triton.Config({"BLOCK_ENVS": envs, "BLOCK_STEPS": steps}, num_warps=warps)
+        for envs, steps, warps in [(8, 32, 1), (16, 32, 2), (32, 32, 4), (64, 32, 4), (16, 64, 4),
+                                   (32, 64, 4), (64, 64, 8), (8, 128, 4), (16, 128, 4)]
+    ]
+
+
+@triton.autotune(configs=_scan_configs(), key=["num_envs", "num_steps"])
+@triton.jit
+def _gae_scan_kernel(
+    rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
+    advantages_ptr, returns_ptr,
+    num_envs, num_steps, stride_env,
+    gamma, lam,
+    BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr,
+):
+    # A program owns BLOCK_ENVS envs and walks time backwards in chunks of BLOCK_STEPS. Each chunk loads whole
+    # [envs, steps] tiles (contiguous along time in the env-major layout), builds every step's affine map at
+    # once, and solves the chunk's recurrence with an associative scan; only the carry A between chunks is
+    # sequential. Time runs backwards along the tile, so the scan is a forward one (reverse scans have had
+    # wrong-result bugs in Triton).
+    envs = tl.program_id(0) * BLOCK_ENVS + tl.arange(0, BLOCK_ENVS)  # [E]
+    env_mask = envs < num_envs
+    row = envs.to(tl.int64)[:, None] * stride_env  # [E, 1]
+    last_value = tl.load(last_values_ptr + envs, mask=env_mask, other=0.0).to(tl.float32)[:, None]  # [E, 1]
+    lane = tl.arange(0, BLOCK_STEPS)[None, :]  # [1, S]
+    carry = tl.zeros([BLOCK_ENVS], dtype=tl.float32)  # A at the step after the chunk; A_T = 0
+    for start in range(0, num_steps, BLOCK_STEPS):
+        t = num_steps - 1 - start - lane  # [1, S], decreasing along the tile
+        mask = env_mask[:, None] & (t >= 0)  # [E, S]
+        offs = row + t
+        has_next = t + 1 < num_steps
+        reward = tl.load(rewards_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        value = tl.load(values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        terminated = tl.load(terminated_ptr + offs, mask=mask, other=0).to(tl.float32)
+        truncated = tl.load(truncated_ptr + offs, mask=mask, other=0).to(tl.float32)
+        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        # V(s_{t+1}): the neighbouring column, mostly served from cache lines the value tile just brought in.
+        next_value = tl.load(values_ptr + offs + 1, mask=mask & has_next, other=0.0).to(tl.float32)
+        next_value = tl.where(has_next, next_value, last_value)
+        bootstrap = tl.where(truncated != 0.0, truncated_value, next_value)
+        delta = reward + gamma * bootstrap * (1.0 - terminated) - value
+        decay = gamma * lam * (1.0 - terminated) * (1.0 - truncated)
+        # Steps past the start of time (last chunk only) are identity maps: the carry passes through them.
+        delta = tl.where(mask, delta, 0.0)
+        decay = tl.where(mask, decay, 1.0)
+        decay, delta = tl.associative_scan((decay, delta), axis=1, combine_fn=_compose)
+        advantage = delta + decay * carry[:, None]  # [E, S]
+        tl.store(advantages_ptr + offs, advantage, mask=mask)
+        tl.store(returns_ptr + offs, advantage + value, mask=mask)
+        carry = tl.sum(tl.where(lane == BLOCK_STEPS - 1, advantage, 0.0), axis=1)
 
 
 def _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values) -> None:
@@ -143,23 +207,23 @@ def _gae_triton_op(
     lam: float,
     advantages: torch.Tensor,
     returns: torch.Tensor,
+    scan: bool,
 ) -> None:
     num_envs, num_steps = rewards.shape
-    block_envs = 128
-    grid = (triton.cdiv(num_envs, block_envs),)
-    torch.library.wrap_triton(_gae_kernel)[grid](
-        rewards, values, terminated, truncated, truncated_values, last_values,
-        advantages, returns,
-        num_envs, num_steps, num_steps,
-        gamma, lam,
-        BLOCK_ENVS=block_envs,
-    )
+    inputs = (rewards, values, terminated, truncated, truncated_values, last_values, advantages, returns,
+              num_envs, num_steps, num_steps, gamma, lam)
+    if scan:
+        grid = lambda meta: (triton.cdiv(num_envs, meta["BLOCK_ENVS"]),)  # noqa: E731
+        torch.library.wrap_triton(_gae_scan_kernel)[grid](*inputs)
+    else:
+        torch.library.wrap_triton(_gae_loop_kernel)[(triton.cdiv(num_envs, 128),)](*inputs, BLOCK_ENVS=128)
 
 
 if _interpreting():
 
     @_gae_triton_op.register_fake
-    def _(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns):
+    def _(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
+          scan):
         return None
 
 
@@ -174,8 +238,12 @@ def gae_triton(
     gamma: float,
     lam: float,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    kernel: str = "scan",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton GAE. Inputs must be contiguous; masks may be bool or float; rewards/values any float dtype.
+
+    `kernel="scan"` (default) is the chunked associative-scan kernel with autotuned tiles; `kernel="loop"` the
+    one-lane-per-env sequential loop, kept for comparison in benchmarks.
 
     Runs on CUDA tensors, and on CPU tensors when TRITON_INTERPRET=1 was set before this module was imported.
     Returns float32 `(advantages, returns)`, written into `out` when given (e.g. the rollout buffer's tensors).
@@ -188,9 +256,11 @@ def gae_triton(
     for name, tensor in tensors.items():
         if not tensor.is_contiguous():
             raise ValueError(f"gae_triton: {name} must be contiguous (env-major [num_envs, num_steps])")
+    if kernel not in ("scan", "loop"):
+        raise ValueError(f"gae_triton: kernel={kernel!r} must be 'scan' or 'loop'")
     advantages, returns = _outputs(rewards, out)
     _gae_triton_op(rewards, values, terminated, truncated, truncated_values, last_values, float(gamma), float(lam),
-                   advantages, returns)
+                   advantages, returns, kernel == "scan")
     return advantages, returns
 
 

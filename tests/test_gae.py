@@ -1,5 +1,7 @@
 """GAE: the pure-torch reference and the Triton kernel (interpreter on CPU) against a float64 scalar loop."""
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -55,8 +57,9 @@ def poisoned_out(n, t):
     return (torch.full((n, t), float("nan"), device=DEVICE), torch.full((n, t), float("nan"), device=DEVICE))
 
 
-IMPLS = {"reference": gae_reference, "triton": gae_triton}
-SIZES = [(1, 1), (1, 5), (7, 63), (7, 128), (1023, 5), (130, 63)]
+IMPLS = {"reference": gae_reference, "triton_scan": partial(gae_triton, kernel="scan"),
+         "triton_loop": partial(gae_triton, kernel="loop")}
+SIZES = [(n, t) for n in (1, 7, 1023) for t in (1, 5, 63, 128)]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -124,13 +127,32 @@ def test_float_masks_equal_bool_masks(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_bf16_inputs_within_tolerance(impl):
-    inputs = make_inputs(33, 63, dtype=torch.bfloat16)
+def test_truncated_values_are_read_only_where_truncated(impl):
+    inputs = make_inputs(9, 21)
+    clean, _ = IMPLS[impl](**inputs, gamma=0.99, lam=0.95)
+    inputs["truncated_values"] = torch.where(inputs["truncated"], inputs["truncated_values"], float("nan"))
+    poisoned, _ = IMPLS[impl](**inputs, gamma=0.99, lam=0.95)
+    assert_close(poisoned, clean, "advantages", rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_within_tolerance(impl, dtype):
+    inputs = make_inputs(33, 63, dtype=dtype)
     expected_adv, _ = gae_loop_float64(**inputs, gamma=0.99, lam=0.95)  # oracle on the same rounded inputs
     adv, _ = IMPLS[impl](**inputs, gamma=0.99, lam=0.95)
     assert adv.dtype == torch.float32
-    # Inputs are exactly representable after rounding; only fp32 accumulation error remains.
+    # The oracle sees the same rounded inputs, so only fp32 accumulation error remains: stated tolerance 1e-4.
     assert_close(adv.double().cpu(), expected_adv, "advantages", rtol=1e-4, atol=1e-4)
+
+
+def test_triton_rejects_non_contiguous_inputs_and_unknown_kernels():
+    inputs = make_inputs(6, 4)
+    with pytest.raises(ValueError, match="kernel='fast'"):
+        gae_triton(**inputs, gamma=0.99, lam=0.95, kernel="fast")
+    inputs["rewards"] = make_inputs(4, 6)["rewards"].t()
+    with pytest.raises(ValueError, match="rewards must be contiguous"):
+        gae_triton(**inputs, gamma=0.99, lam=0.95)
 
 
 def test_gae_dispatches_by_device():
@@ -150,3 +172,29 @@ def test_rejects_mismatched_shapes(impl):
     inputs = make_inputs(4, 6)
     with pytest.raises(ValueError, match="out advantages"):
         IMPLS[impl](**inputs, gamma=0.99, lam=0.95, out=poisoned_out(4, 5))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["scan", "loop"])
+def test_triton_op_compiles_fullgraph_and_replays_in_cuda_graphs(kernel):
+    inputs = make_inputs(4096, 128)
+
+    def advantages(inputs):
+        return gae_triton(**inputs, gamma=0.99, lam=0.95, kernel=kernel)
+
+    compiled = torch.compile(advantages, fullgraph=True, mode="reduce-overhead")
+    expected = gae_reference(**inputs, gamma=0.99, lam=0.95)
+    for call in range(3):  # warm-up, capture, replay
+        adv, ret = compiled(inputs)
+        assert_close(adv, expected[0], f"advantages, call {call}", rtol=1e-5, atol=1e-5)
+        assert_close(ret, expected[1], f"returns, call {call}", rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n,t", [(131072, 128), (1024, 512)])
+def test_triton_at_benchmark_sizes(n, t):
+    inputs = make_inputs(n, t)
+    as_double = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
+    expected, _ = gae_reference(**as_double, gamma=0.99, lam=0.95)
+    adv, _ = gae_triton(**inputs, gamma=0.99, lam=0.95, out=poisoned_out(n, t))
+    assert_close(adv.double(), expected, "advantages", rtol=1e-4, atol=1e-4)

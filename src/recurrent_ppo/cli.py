@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a policy", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     train.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration")
     add_config_arguments(train)
+    plot = commands.add_parser("plot", help="draw a run's learning curves to a PNG")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding metrics.jsonl")
+    plot.add_argument("--out", metavar="PATH", default=None, help="PNG to write (default: RUN_DIR/curves.png)")
+    from recurrent_ppo.profiling import add_profile_parser  # profiling builds on this module's flag helpers
+
+    add_profile_parser(commands)
     return parser
 
 
@@ -76,6 +82,20 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def plot_command(args: argparse.Namespace) -> int:
+    from recurrent_ppo.plot import MetricsError, plot_run
+
+    try:
+        out = plot_run(args.run_dir, args.out)
+    except MetricsError as err:
+        print(f"recurrent-ppo plot: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": train_command}[args.command](args)
+    from recurrent_ppo.profiling import profile_command
+
+    return {"train": train_command, "plot": plot_command, "profile": profile_command}[args.command](args)

@@ -20,6 +20,8 @@ from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.policy import LSTMPolicyBundle
 from recurrent_ppo.ppo import PPOUpdater
 from recurrent_ppo.rollout import Evaluator, RolloutCollector
+from recurrent_ppo.runlog import RunLogger
+from recurrent_ppo.telemetry import GPUTelemetry, cuda_index
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -81,7 +83,7 @@ class Trainer:
         return self.evaluator.evaluate(num_episodes)
 
     def train(self) -> dict[str, Any]:
-        """Train for `total_steps`, log every iteration to metrics.jsonl, checkpoint at the end, then evaluate."""
+        """Train for `total_steps`, log every iteration (metrics.jsonl, TensorBoard), checkpoint, then evaluate."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device), "resolved_compile_mode": self.compile_mode}
@@ -90,7 +92,8 @@ class Trainer:
                             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), disable=not cfg.progress)
         start = time.perf_counter()
         record: dict[str, Any] = {}
-        with open(self.run_dir / "metrics.jsonl", "w") as log, progress:
+        # Telemetry samples on its own thread; the loop only copies its latest reading into each record.
+        with RunLogger(self.run_dir) as run_log, GPUTelemetry(cuda_index(self.device)) as telemetry, progress:
             task = progress.add_task("steps", total=cfg.num_iterations * cfg.batch_size, status="")
             for iteration in range(cfg.num_iterations):
                 iter_start = time.perf_counter()
@@ -99,9 +102,9 @@ class Trainer:
                 now = time.perf_counter()
                 record = {"iteration": iteration, "global_step": self.global_step, **episodes,
                           "sps": cfg.batch_size / (now - iter_start),
-                          "sps_overall": self.global_step / (now - start), "time": now - start, **metrics}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                          "sps_overall": self.global_step / (now - start), "time": now - start, **metrics,
+                          **telemetry.latest()}
+                run_log.write(record)
                 progress.update(task, completed=self.global_step,
                                 status=f"SPS {record['sps_overall']:,.0f}  return {episodes['episode_return_mean']:.1f}")
         checkpoint = self.save()

@@ -1,0 +1,127 @@
+"""GAE against its physical floor, every provider in one run: `python bench/gae_floor.py [--json OUT]`.
+
+The floor of a size is max(launch, bytes / copy bandwidth), with the launch time (a one-element kernel) and the
+device-to-device copy bandwidth (bytes read + written) measured in the same run. Bytes are what GAE must move:
+rewards, values, both masks and truncated_values read once, last_values, and advantages and returns written.
+Each provider is checked against the float64-accumulated reference before it is timed. On CUDA, times are
+triton.testing.do_bench medians (L2 flushed between runs); on CPU, medians of perf_counter and the Triton
+providers are skipped (the interpreter's timings say nothing), which keeps a CPU run a quick smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import benchlib  # noqa: E402
+from cleanrl_baseline import cleanrl_gae  # noqa: E402
+
+from recurrent_ppo.kernels.gae import gae_reference, gae_triton  # noqa: E402
+
+GAMMA, LAMBDA = 0.99, 0.95
+CUDA_SIZES = [(n, t) for t in (32, 128, 512) for n in (1024, 4096, 16384, 131072)]
+CPU_SIZES = [(32, 128), (1024, 32)]
+
+
+def time_us(fn: Callable[[], object], device: torch.device) -> float:
+    """Median microseconds of one call."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e3
+    fn()
+    samples = []
+    for _ in range(20):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e6
+
+
+def copy_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a large device-to-device copy, counting bytes read and written."""
+    numel = (1 << 28) if device.type == "cuda" else (1 << 24)
+    src = torch.empty(numel, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * src.element_size() / (time_us(lambda: dst.copy_(src), device) * 1e-6)
+
+
+def launch_us(device: torch.device) -> float:
+    """Time of the smallest kernel: what any single launch costs."""
+    x = torch.zeros(1, device=device)
+    return time_us(lambda: x.add_(1), device)
+
+
+def gae_bytes(inputs: dict[str, torch.Tensor]) -> int:
+    read = sum(t.numel() * t.element_size() for t in inputs.values())
+    written = 2 * inputs["rewards"].numel() * 4  # float32 advantages and returns
+    return read + written
+
+
+def providers(inputs: dict[str, torch.Tensor], device: torch.device, compile_loop: bool) -> dict[str, Callable]:
+    fns = {"cleanrl_loop": lambda: cleanrl_gae(**inputs, gamma=GAMMA, gae_lambda=LAMBDA)}
+    if compile_loop:
+        compiled = torch.compile(gae_reference, fullgraph=True, dynamic=False)
+        fns["compiled_loop"] = lambda: compiled(**inputs, gamma=GAMMA, lam=LAMBDA)
+    if device.type == "cuda":
+        fns["triton_loop"] = lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA, kernel="loop")
+        fns["triton"] = lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA)
+    return fns
+
+
+def check(name: str, fn: Callable, inputs: dict[str, torch.Tensor]) -> None:
+    advantages, _ = fn()
+    expected, _ = gae_reference(**{k: v.double() if v.is_floating_point() else v for k, v in inputs.items()},
+                                gamma=GAMMA, lam=LAMBDA)
+    torch.testing.assert_close(advantages.double(), expected, rtol=1e-4, atol=1e-4,
+                               msg=lambda m: f"{name} advantages differ from the float64 reference: {m}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--compile-max-steps", type=int, default=128,
+                        help="compile the torch loop only up to this T (it unrolls T steps: T=512 compiles slowly)")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    bandwidth, launch = copy_bandwidth(device), launch_us(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"{name}, torch {torch.__version__}: copy {bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us")
+    rows = []
+    header = f"{'N':>7} {'T':>4} {'floor us':>9}"
+    for n, t in CUDA_SIZES if device.type == "cuda" else CPU_SIZES:
+        inputs = benchlib.gae_inputs(n, t, device)
+        floor = max(launch, gae_bytes(inputs) / bandwidth * 1e6)
+        row = {"num_envs": n, "num_steps": t, "floor_us": floor}
+        for provider, fn in providers(inputs, device, t <= args.compile_max_steps).items():
+            check(provider, fn, inputs)
+            row[f"{provider}_us"] = time_us(fn, device)
+        rows.append(row)
+        if len(rows) == 1:
+            names = [k[:-3] for k in row if k.endswith("_us") and k != "floor_us"]
+            header += "".join(f" {p + ' us':>16}" for p in names)
+            if "triton" in names:
+                header += f" {'triton/floor':>13} {'cleanrl/triton':>15}"
+            print(header)
+        line = f"{n:>7} {t:>4} {floor:>9.1f}" + "".join(
+            f" {row[p + '_us']:>16.1f}" if p + "_us" in row else f" {'-':>16}" for p in names)
+        if "triton" in names:
+            line += f" {row['triton_us'] / floor:>13.2f} {row['cleanrl_loop_us'] / row['triton_us']:>15.0f}"
+        print(line, flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "copy_bytes_per_s": bandwidth,
+                                         "launch_us": launch, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

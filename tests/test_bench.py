@@ -1,0 +1,226 @@
+"""The benchmark suites (bench/) run and record what they should; bench/check.py gates regressions; the
+CleanRL-style baseline computes the same function as our policy, so comparing their speed is fair."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recurrent_ppo.kernels.gae import gae_reference
+from recurrent_ppo.policy import LSTMPolicyBundle
+from tests.helpers import assert_close
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+CHECK = BENCH / "check.py"
+
+
+def _load_bench_module(name: str):
+    """Import bench/<name>.py (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _bench_env() -> dict[str, str]:
+    # As `make bench` runs: without the test suite's TRITON_INTERPRET (tests/conftest.py sets it on CPU).
+    env = dict(os.environ)
+    env.pop("TRITON_INTERPRET", None)
+    return env
+
+
+def _check(*args: str | Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CHECK), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[dict, str]:
+    """One run of every suite at the tiny profile (no compile modes): its JSON and its terminal output."""
+    out = tmp_path_factory.mktemp("bench") / "tiny.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench", "--bench-profile", "tiny", "--benchmark-enable",
+         f"--benchmark-json={out}", "-p", "no:cacheprovider", "-q"],
+        capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
+    assert proc.returncode == 0, f"bench suites failed (tiny profile):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_suites_record_expected_benchmarks(tiny_run):
+    data, _ = tiny_run
+    names = {b["name"] for b in data["benchmarks"]}
+    expected = {"test_gae[cleanrl_loop-N16-T8]", "test_rollout_step[off]", "test_ppo_step[off]",
+                "test_train_iteration[ours-off]", "test_train_iteration[cleanrl]"}
+    assert expected <= names, f"missing benchmarks: {sorted(expected - names)}; got {sorted(names)}"
+    assert not any("default" in n or "reduce-overhead" in n or "compiled" in n for n in names), \
+        f"the tiny profile must run no compile modes, got {sorted(names)}"
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        assert bench["stats"]["median"] > 0 and bench["stats"]["rounds"] >= 2, bench["name"]
+        assert "peak_memory_bytes" in info, bench["name"]
+        assert (info["peak_memory_bytes"] is None) == (not torch.cuda.is_available()), bench["name"]
+        assert info["env_steps_per_s"] > 0, bench["name"]
+
+
+def test_suites_record_machine_info(tiny_run):
+    data, _ = tiny_run
+    info = data["machine_info"]
+    machine = _load_bench_module("machine")
+    assert info["bench_machine_id"] == machine.machine_id()
+    assert info["bench_profile"] == "tiny"
+    assert info["torch"] == torch.__version__
+    for key in ("triton", "cpu_model", "cpu_count", "gpu_name", "gpu_driver", "cuda", "load_average_at_start"):
+        assert key in info, f"machine_info lacks {key!r}"
+    if torch.cuda.is_available():
+        assert info["gpu_name"] == torch.cuda.get_device_name()
+
+
+def test_session_reports_ours_over_baseline(tiny_run):
+    _, stdout = tiny_run
+    assert "ours vs CleanRL-style baseline" in stdout
+    report = stdout.split("ours vs CleanRL-style baseline", 1)[1]
+    assert "ours-off" in report and "x baseline" in report, report[:2000]
+
+
+def test_machine_id_is_a_safe_folder_name():
+    machine_id = _load_bench_module("machine").machine_id()
+    assert machine_id and all(c.isalnum() or c in "._-" for c in machine_id), machine_id
+    assert "torch-" in machine_id and "triton-" in machine_id
+
+
+# --- bench/check.py -------------------------------------------------------------------------------------------
+
+def _doctored(data: dict, name: str, factor: float) -> dict:
+    slower = copy.deepcopy(data)
+    for bench in slower["benchmarks"]:
+        if bench["name"] == name:
+            bench["stats"]["median"] *= factor
+    return slower
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_check_passes_on_unchanged_run(tiny_run, tmp_path):
+    data, _ = tiny_run
+    path = _write(tmp_path / "run.json", data)
+    proc = _check("compare", path, path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout
+
+
+def test_check_fails_on_planted_regression(tiny_run, tmp_path):
+    data, _ = tiny_run
+    name = "test_train_iteration[ours-off]"
+    baseline = _write(tmp_path / "baseline.json", data)
+    current = _write(tmp_path / "current.json", _doctored(data, name, 1.25))
+    proc = _check("compare", baseline, current)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    regressed = [line for line in proc.stdout.splitlines() if "REGRESSION" in line]
+    assert len(regressed) == 1 and name in regressed[0] and "+25.0%" in regressed[0], proc.stdout
+    # The threshold is configurable: 25% slower passes a 30% gate.
+    assert _check("compare", baseline, current, "--threshold", "30").returncode == 0
+
+
+def test_check_fails_on_missing_benchmark_unless_allowed(tiny_run, tmp_path):
+    data, _ = tiny_run
+    subset = copy.deepcopy(data)
+    subset["benchmarks"] = subset["benchmarks"][1:]
+    baseline, current = _write(tmp_path / "baseline.json", data), _write(tmp_path / "current.json", subset)
+    proc = _check("compare", baseline, current)
+    assert proc.returncode == 1 and "MISSING" in proc.stdout, proc.stdout
+    assert _check("compare", baseline, current, "--allow-missing").returncode == 0
+
+
+def test_check_refuses_other_machine(tiny_run, tmp_path):
+    data, _ = tiny_run
+    other = copy.deepcopy(data)
+    other["machine_info"]["bench_machine_id"] = "some-other-gpu_torch-0_triton-0"
+    proc = _check("compare", _write(tmp_path / "a.json", data), _write(tmp_path / "b.json", other))
+    assert proc.returncode == 2 and "bench_machine_id" in proc.stderr, proc.stderr
+
+
+def test_gate_without_baseline_fails_plainly_unless_recording(tiny_run, tmp_path):
+    data, _ = tiny_run
+    machine_dir = tmp_path / "some-machine"
+    machine_dir.mkdir()
+    _write(machine_dir / "latest.json", data)
+    proc = _check("gate", machine_dir)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "No stored baseline for this machine" in proc.stderr and "RECORD=1" in proc.stderr, proc.stderr
+    assert not (machine_dir / "baseline.json").exists()
+
+    proc = _check("gate", machine_dir, "--record-if-missing")
+    assert proc.returncode == 0 and (machine_dir / "baseline.json").is_file(), proc.stdout + proc.stderr
+    recorded = json.loads((machine_dir / "baseline.json").read_text())
+    assert all("data" not in b["stats"] and b["stats"]["median"] > 0 for b in recorded["benchmarks"])
+    assert _check("gate", machine_dir).returncode == 0  # now it compares the run with itself
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_bench_check_without_baseline_fails_before_running(tmp_path):
+    # -o: never rebuild the venv from inside a test. With no baseline, the target stops before any benchmark.
+    proc = subprocess.run(["make", "-s", "-o", ".venv/.installed", "bench-check", f"PY={sys.executable}",
+                           f"BENCH_BASELINES={tmp_path}"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env=_bench_env())
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "No stored baseline for this machine" in proc.stderr, proc.stdout + proc.stderr
+    assert "passed" not in proc.stdout  # no benchmark ran
+
+
+# --- the baseline computes what we compute ----------------------------------------------------------------------
+
+def test_cleanrl_gae_matches_reference():
+    cleanrl_gae = _load_bench_module("cleanrl_baseline").cleanrl_gae
+    n, t = 37, 63
+    terminated = torch.rand(n, t) < 0.05
+    truncated = (torch.rand(n, t) < 0.03) & ~terminated
+    inputs = dict(rewards=torch.randn(n, t, dtype=torch.float64), values=torch.randn(n, t, dtype=torch.float64),
+                  terminated=terminated, truncated=truncated,
+                  truncated_values=torch.randn(n, t, dtype=torch.float64),
+                  last_values=torch.randn(n, dtype=torch.float64))
+    advantages, returns = cleanrl_gae(**inputs, gamma=0.99, gae_lambda=0.95)
+    expected = gae_reference(**inputs, gamma=0.99, lam=0.95)
+    assert_close(advantages, expected[0], "advantages")
+    assert_close(returns, expected[1], "returns")
+
+
+def test_cleanrl_agent_matches_our_policy_with_resets():
+    """With our weights, CleanRL's step-by-step nn.LSTM with done masks gives our BPTT's log-probs, values and
+    entropies: the baseline does the same computation, implemented the CleanRL way."""
+    Agent = _load_bench_module("cleanrl_baseline").Agent
+    obs_dim, num_actions, hidden, layers, batch, seq = 3, 4, 16, 2, 5, 9
+    policy = LSTMPolicyBundle(obs_dim, num_actions, hidden, layers)
+    agent = Agent(obs_dim, num_actions, hidden, layers)
+    state = {k.replace("encoder.", "network.", 1): v for k, v in policy.state_dict().items()}
+    agent.load_state_dict(state)
+
+    obs = torch.randn(batch, seq, obs_dim)
+    actions = torch.randint(num_actions, (batch, seq))
+    starts = torch.rand(batch, seq) < 0.3
+    h0, c0 = torch.randn(layers, batch, hidden), torch.randn(layers, batch, hidden)
+    ours = policy.evaluate_actions(obs, actions, starts, (h0, c0))
+
+    def time_major(x: torch.Tensor) -> torch.Tensor:  # [B, L, ...] -> [L * B, ...], CleanRL's flat layout
+        return x.transpose(0, 1).reshape(-1, *x.shape[2:])
+
+    def batch_major(x: torch.Tensor) -> torch.Tensor:  # [L * B] -> [B, L]
+        return x.reshape(seq, batch).T
+
+    _, log_prob, entropy, value, _ = agent.get_action_and_value(
+        time_major(obs), (h0, c0), time_major(starts.float()), time_major(actions))
+    assert_close(batch_major(log_prob), ours.log_prob, "log_prob", atol=1e-5, rtol=1e-5)
+    assert_close(batch_major(value.flatten()), ours.value, "value", atol=1e-5, rtol=1e-5)
+    assert_close(batch_major(entropy), ours.entropy, "entropy", atol=1e-5, rtol=1e-5)
