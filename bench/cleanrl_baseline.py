@@ -196,7 +196,7 @@ class CleanRLPPO:
         envinds = np.arange(cfg.num_envs)
         flatinds = np.arange(cfg.batch_size).reshape(cfg.num_steps, cfg.num_envs)
         clipfracs = []
-        for epoch in range(cfg.update_epochs):
+        for _ in range(cfg.update_epochs):
             np.random.shuffle(envinds)
             for start in range(0, cfg.num_envs, envsperbatch):
                 end = start + envsperbatch
