@@ -88,30 +88,32 @@ def check(name: str, fn: Callable, inputs: dict[str, torch.Tensor]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    parser.add_argument("--compile-max-steps", type=int, default=128,
-                        help="compile the torch loop only up to this T (it unrolls T steps: T=512 compiles slowly)")
+    parser.add_argument("--compile-sizes", default="4096x128,32x128",
+                        help="NxT sizes that the compiled torch loop runs at: each is one inductor compile of a loop "
+                             "unrolled T times (tens of seconds at T=128)")
     args = parser.parse_args(argv)
+    compile_sizes = {tuple(int(x) for x in size.split("x")) for size in args.compile_sizes.split(",") if size}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     bandwidth, launch = copy_bandwidth(device), launch_us(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{name}, torch {torch.__version__}: copy {bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us")
     rows = []
-    header = f"{'N':>7} {'T':>4} {'floor us':>9}"
-    for n, t in CUDA_SIZES if device.type == "cuda" else CPU_SIZES:
+    sizes = CUDA_SIZES if device.type == "cuda" else CPU_SIZES
+    names = ["cleanrl_loop"] + (["compiled_loop"] if compile_sizes & set(sizes) else [])
+    names += ["triton_loop", "triton"] if device.type == "cuda" else []
+    header = f"{'N':>7} {'T':>4} {'floor us':>9}" + "".join(f" {p + ' us':>16}" for p in names)
+    if "triton" in names:
+        header += f" {'triton/floor':>13} {'cleanrl/triton':>15}"
+    print(header)
+    for n, t in sizes:
         inputs = benchlib.gae_inputs(n, t, device)
         floor = max(launch, gae_bytes(inputs) / bandwidth * 1e6)
         row = {"num_envs": n, "num_steps": t, "floor_us": floor}
-        for provider, fn in providers(inputs, device, t <= args.compile_max_steps).items():
+        for provider, fn in providers(inputs, device, (n, t) in compile_sizes).items():
             check(provider, fn, inputs)
             row[f"{provider}_us"] = time_us(fn, device)
         rows.append(row)
-        if len(rows) == 1:
-            names = [k[:-3] for k in row if k.endswith("_us") and k != "floor_us"]
-            header += "".join(f" {p + ' us':>16}" for p in names)
-            if "triton" in names:
-                header += f" {'triton/floor':>13} {'cleanrl/triton':>15}"
-            print(header)
         line = f"{n:>7} {t:>4} {floor:>9.1f}" + "".join(
             f" {row[p + '_us']:>16.1f}" if p + "_us" in row else f" {'-':>16}" for p in names)
         if "triton" in names:

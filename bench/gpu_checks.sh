@@ -1,24 +1,68 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 3-5 in one run, for a lent GPU machine (bench/README.md):
-#   bash bench/gpu_checks.sh [tests] [floor] [compile] [bench]     (no argument: all four)
-# Writes logs under ${OUT:-/tmp/gpu_checks}. Each part prints a short table or a pytest summary.
+#   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [bench]   (none: all six)
+# Parts run in the order given, each under a timeout: its own cap, or the budget's remaining seconds if fewer
+# (a part left less than its minimum is skipped and says so). Everything printed goes to $OUT/gpu_checks.log;
+# JSON results land beside it: gae_floor.json, compile_table.json, profile_breakdown.json, bench.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu_checks}
 mkdir -p "$out"
-parts=${*:-tests floor compile bench}
-[ -x .venv/bin/python ] || bash scripts/setup_venv.sh .venv > "$out/setup.log" 2>&1 || { cat "$out/setup.log"; exit 1; }
-py=.venv/bin/python
+exec > >(tee -a "$out/gpu_checks.log") 2>&1
+budget=${BUDGET_S:-480}
+parts=${*:-env floor tests compile profile bench}
+cache_root=/tmp/gpu_checks_inductor  # compile_table's per-mode caches; profile and bench reuse reduce-overhead's
 export PYTHONUNBUFFERED=1
+
+py=.venv/bin/python rppo=.venv/bin/recurrent-ppo
+if [ ! -x $py ]; then
+  echo "== setup ($(date -u +%H:%M:%S))"
+  # The same script `make train` runs; on a GPU image it reuses the host's CUDA torch offline.
+  if ! bash scripts/setup_venv.sh .venv; then
+    echo "== setup: scripts/setup_venv.sh FAILED; installing into the host python3 so the checks still run"
+    rm -rf .venv
+    python3 -m pip install -q --no-build-isolation --no-deps -e . || exit 1
+    py=python3 rppo=recurrent-ppo
+  fi
+fi
+num_envs=${NUM_ENVS:-4096}
+
+# run_part NAME MIN_SECONDS CAP_SECONDS COMMAND...: the command under a timeout of min(cap, budget left).
+run_part() {
+  local name=$1 min_s=$2 cap_s=$3; shift 3
+  local left=$((budget - SECONDS))
+  if [ "$left" -lt "$min_s" ]; then
+    echo "== $name: skipped, ${left}s of the ${budget}s budget left (needs ${min_s}s)"
+    return
+  fi
+  echo "== $name ($(date -u +%H:%M:%S), ${left}s left)"
+  [ "$cap_s" -lt "$left" ] && left=$cap_s
+  timeout -k 10 "$left" "$@"
+  local rc=$?
+  [ "$rc" -eq 124 ] && echo "== $name: TIMED OUT"
+  echo "== $name: exit $rc after $((SECONDS - start_s))s"
+}
+
+# The reduce-overhead caches that bench/compile_table.py leaves, so profile and bench start warm.
+warm_cache=(env "TORCHINDUCTOR_CACHE_DIR=$cache_root/reduce-overhead" "TRITON_CACHE_DIR=$cache_root/reduce-overhead/triton")
+
 for part in $parts; do
-  echo "== $part ($(date -u +%H:%M:%S))"
+  start_s=$SECONDS
   case $part in
-    tests)   $py -m pytest -q -x -m gpu tests 2>&1 | tee "$out/gpu_tests.log" | tail -15
-             $py -m pytest -q -x tests/test_gae.py 2>&1 | tee "$out/gae_tests.log" | tail -3 ;;
-    floor)   $py bench/gae_floor.py --json "$out/gae_floor.json" 2>&1 | tee "$out/gae_floor.log" ;;
-    compile) $py bench/compile_table.py 2>&1 | tee "$out/compile_table.log" ;;
-    bench)   $py -m pytest bench -q -p no:cacheprovider --benchmark-enable -k "not gae" \
-               --benchmark-json="$out/bench.json" 2>&1 | tee "$out/bench.log" | tail -30 ;;
+    env)     run_part env 5 30 bash -c "nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv;
+               nproc; $py -c 'import sys, torch, triton; print(sys.version.split()[0], torch.__version__, torch.version.cuda, triton.__version__)'" ;;
+    tests)   run_part tests 60 180 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
+               $py -m pytest -q -p no:cacheprovider tests/test_gae.py" ;;
+    floor)   run_part floor 30 120 $py bench/gae_floor.py --json "$out/gae_floor.json" ;;
+    compile) rm -rf "$cache_root"
+             run_part compile 120 260 $py bench/compile_table.py --cache-root "$cache_root" --num-envs $num_envs --iterations 4 \
+               --json "$out/compile_table.json" ;;
+    profile) run_part profile 45 100 "${warm_cache[@]}" $rppo profile --num-envs $num_envs \
+               --total-steps $((num_envs * 128 * 4)) --eval-episodes 0 --no-progress --out /tmp/gpu_profile
+             [ -f /tmp/gpu_profile/breakdown.json ] && cp /tmp/gpu_profile/breakdown.json "$out/profile_breakdown.json" ;;
+    bench)   run_part bench 90 600 "${warm_cache[@]}" $py -m pytest bench -q -p no:cacheprovider --benchmark-enable \
+               -k "(train_iteration or rollout_step or ppo_step) and not default" --benchmark-json="$out/bench.json" ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
 done
+echo "== done in ${SECONDS}s"

@@ -13,9 +13,17 @@ host_has_cuda_torch() {
 }
 
 rm -rf "$venv"
-"$python" -m venv "$venv"
+host_cuda=false
+host_has_cuda_torch && host_cuda=true
+if ! "$python" -m venv "$venv"; then
+    # An image whose python lacks ensurepip: the venv can run the host's pip through the .pth file below.
+    $host_cuda || { echo "setup: '$python -m venv' failed (is the python3-venv package installed?)" >&2; exit 1; }
+    echo "setup: venv without pip; pip comes from the host interpreter"
+    rm -rf "$venv"
+    "$python" -m venv --without-pip "$venv"
+fi
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
-if host_has_cuda_torch; then
+if $host_cuda; then
     echo "setup: using the host interpreter's CUDA torch"
     host_site=$("$python" -c "import site; print('\n'.join(site.getsitepackages()))")
     venv_site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")

@@ -31,11 +31,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
         kind = {"int": int, "float": float, "str": str, "bool": bool}[str(field.type)]
+        # default=None marks "not given" (so a preset's value survives); the help names the real default.
+        help = f"{docs.get(field.name, '')} (default: {field.default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=docs.get(field.name))
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
-            parser.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(),
-                                help=f"{docs.get(field.name, '')} (default: {field.default})")
+            parser.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(), help=help)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends defaults, except the None of config flags, whose help already names the config's default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -48,7 +56,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recurrent-ppo", description="Recurrent (LSTM) PPO on GPU-native envs.")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a policy", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train = commands.add_parser("train", help="train a policy", formatter_class=HelpFormatter)
     train.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration")
     add_config_arguments(train)
     plot = commands.add_parser("plot", help="draw a run's learning curves to a PNG")

@@ -27,7 +27,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from recurrent_ppo.cli import add_config_arguments, config_from_args
+from recurrent_ppo.cli import HelpFormatter, add_config_arguments, config_from_args
 from recurrent_ppo.config import PRESETS, TrainConfig
 
 PHASES = ("rollout", "gae", "update")
@@ -210,7 +210,7 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
         "profile", help="trace a few training iterations with torch.profiler",
         description="Run wait + warmup + active training iterations under torch.profiler, write a Chrome trace "
                     "(trace.json) and breakdown.json, and print the time per phase and the top kernels/ops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     defaults = ProfileSchedule()
     parser.add_argument("--wait", type=int, default=defaults.wait,
                         help="untraced iterations first; the first one pays for compilation")
