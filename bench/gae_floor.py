@@ -85,21 +85,30 @@ def check(name: str, fn: Callable, inputs: dict[str, torch.Tensor]) -> None:
                                msg=lambda m: f"{name} advantages differ from the float64 reference: {m}")
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    """"4096x128,1024x32" -> [(4096, 128), (1024, 32)]."""
+    try:
+        return [(int(n), int(t)) for n, t in (size.split("x") for size in text.split(",") if size)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sizes must look like 4096x128,1024x32; got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    parser.add_argument("--compile-sizes", default="4096x128,32x128",
-                        help="NxT sizes that the compiled torch loop runs at: each is one inductor compile of a loop "
-                             "unrolled T times (tens of seconds at T=128)")
+    parser.add_argument("--sizes", type=parse_sizes, help="comma-separated NxT sizes (default: per device)")
+    parser.add_argument("--compile-sizes", type=parse_sizes, default="32x128",
+                        help="NxT sizes that the compiled torch loop also runs at: each is one inductor compile of a "
+                             "loop unrolled T times (tens of seconds at T=128)")
     args = parser.parse_args(argv)
-    compile_sizes = {tuple(int(x) for x in size.split("x")) for size in args.compile_sizes.split(",") if size}
+    compile_sizes = set(args.compile_sizes)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     bandwidth, launch = copy_bandwidth(device), launch_us(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"{name}, torch {torch.__version__}: copy {bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us")
     rows = []
-    sizes = CUDA_SIZES if device.type == "cuda" else CPU_SIZES
+    sizes = args.sizes or (CUDA_SIZES if device.type == "cuda" else CPU_SIZES)
     names = ["cleanrl_loop"] + (["compiled_loop"] if compile_sizes & set(sizes) else [])
     names += ["triton_loop", "triton"] if device.type == "cuda" else []
     header = f"{'N':>7} {'T':>4} {'floor us':>9}" + "".join(f" {p + ' us':>16}" for p in names)

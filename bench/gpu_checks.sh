@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 3-5 in one run, for a lent GPU machine (bench/README.md):
-#   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [bench]   (none: all six)
+#   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [floor-compiled] [bench]
+#   (no part named: all seven, in that order)
 # Parts run in the order given, each under a timeout: its own cap, or the budget's remaining seconds if fewer
 # (a part left less than its minimum is skipped and says so). Everything printed goes to $OUT/gpu_checks.log;
-# JSON results land beside it: gae_floor.json, compile_table.json, profile_breakdown.json, bench.json.
+# JSON results land beside it: gae_floor.json, compile_table.json, profile_breakdown.json, gae_floor_compiled.json,
+# bench.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu_checks}
 mkdir -p "$out"
 exec > >(tee -a "$out/gpu_checks.log") 2>&1
 budget=${BUDGET_S:-480}
-parts=${*:-env floor tests compile profile bench}
+parts=${*:-env floor tests compile profile floor-compiled bench}
 cache_root=/tmp/gpu_checks_inductor  # compile_table's per-mode caches; profile and bench reuse reduce-overhead's
 export PYTHONUNBUFFERED=1
 
@@ -54,12 +56,16 @@ for part in $parts; do
     tests)   run_part tests 60 180 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
                $py -m pytest -q -p no:cacheprovider tests/test_gae.py" ;;
     floor)   run_part floor 30 120 $py bench/gae_floor.py --json "$out/gae_floor.json" ;;
+    floor-compiled)  # the compiled torch loop, apart: one inductor compile of a 128-step unrolled loop
+             run_part floor-compiled 40 120 $py bench/gae_floor.py --sizes 4096x128 --compile-sizes 4096x128 \
+               --json "$out/gae_floor_compiled.json" ;;
     compile) rm -rf "$cache_root"
              run_part compile 120 260 $py bench/compile_table.py --cache-root "$cache_root" --num-envs $num_envs --iterations 4 \
                --json "$out/compile_table.json" ;;
     profile) run_part profile 45 100 "${warm_cache[@]}" $rppo profile --num-envs $num_envs \
                --total-steps $((num_envs * 128 * 4)) --eval-episodes 0 --no-progress --out /tmp/gpu_profile
-             [ -f /tmp/gpu_profile/breakdown.json ] && cp /tmp/gpu_profile/breakdown.json "$out/profile_breakdown.json" ;;
+             [ -f /tmp/gpu_profile/breakdown.json ] && cp /tmp/gpu_profile/breakdown.json "$out/profile_breakdown.json"
+             [ -f /tmp/gpu_profile/trace.json ] && gzip -c /tmp/gpu_profile/trace.json > "$out/profile_trace.json.gz" ;;
     bench)   run_part bench 90 600 "${warm_cache[@]}" $py -m pytest bench -q -p no:cacheprovider --benchmark-enable \
                -k "(train_iteration or rollout_step or ppo_step) and not default" --benchmark-json="$out/bench.json" ;;
     *) echo "unknown part $part"; exit 2 ;;

@@ -193,6 +193,9 @@ def gae_reference(
 # TRITON_INTERPRET=1 the kernel is a Python function that cannot run on the fake tensors compile traces with,
 # so there it is an opaque custom op with the fake implementation below.
 _register_op = torch.library.custom_op if _interpreting() else torch.library.triton_op
+# Under the interpreter the kernels are launched directly: torch < 2.13's wrap_triton rejects interpreted kernels
+# (InterpretedFunction, or an Autotuner around one), and the opaque custom_op needs no traceable wrapper.
+_wrap_triton = (lambda kernel: kernel) if _interpreting() else torch.library.wrap_triton
 
 
 @_register_op("recurrent_ppo::gae_triton", mutates_args={"advantages", "returns"})
@@ -214,9 +217,9 @@ def _gae_triton_op(
               num_envs, num_steps, num_steps, gamma, lam)
     if scan:
         grid = lambda meta: (triton.cdiv(num_envs, meta["BLOCK_ENVS"]),)  # noqa: E731
-        torch.library.wrap_triton(_gae_scan_kernel)[grid](*inputs)
+        _wrap_triton(_gae_scan_kernel)[grid](*inputs)
     else:
-        torch.library.wrap_triton(_gae_loop_kernel)[(triton.cdiv(num_envs, 128),)](*inputs, BLOCK_ENVS=128)
+        _wrap_triton(_gae_loop_kernel)[(triton.cdiv(num_envs, 128),)](*inputs, BLOCK_ENVS=128)
 
 
 if _interpreting():

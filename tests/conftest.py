@@ -6,11 +6,33 @@ import recurrent_ppo.kernels.
 
 import os
 
+import numpy
 import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+import triton  # noqa: E402 - only now: triton reads TRITON_INTERPRET when it is imported
+
+
+def _version(module) -> tuple[int, int]:
+    return tuple(int(part) for part in module.__version__.split(".")[:2])
+
+
+if os.environ.get("TRITON_INTERPRET") == "1" and _version(triton) < (3, 9) and _version(numpy) >= (2, 4):
+    # Triton 3.6's interpreter (the GPU machine's stack) turns scalar kernel arguments into ints with
+    # int(1-element array), a TypeError since numpy 2.4 (triton-lang/triton#9171); 3.9 squeezes first. So do we.
+    import triton.runtime.interpreter as interpreter
+
+    patch_lang_tensor = interpreter._patch_lang_tensor
+
+    def _patch_lang_tensor(tensor, scope):
+        patch_lang_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    interpreter._patch_lang_tensor = _patch_lang_tensor
 
 CUDA = torch.cuda.is_available()
 

@@ -186,3 +186,19 @@ def test_unknown_gpu_logs_once_and_closes_nvml(monkeypatch, caplog):
 def test_period_below_one_second_is_rejected():
     with pytest.raises(ValueError, match="period_s=0.5 must be >= 1"):
         GPUTelemetry(0, period_s=0.5)
+
+
+@pytest.mark.gpu
+def test_real_nvml_samples_the_training_gpu(caplog):
+    """On a GPU machine: NVML finds torch's device by its UUID and every field reads a plausible value."""
+    with caplog.at_level(logging.WARNING), GPUTelemetry(cuda_index(torch.device("cuda"))) as gpu:
+        deadline = time.monotonic() + 5
+        while not gpu.latest() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        sample = gpu.latest()
+    assert not telemetry_lines(caplog), telemetry_lines(caplog)
+    assert set(sample) == set(EXPECTED), sample
+    total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
+    assert 0 <= sample["gpu_util_pct"] <= 100, sample
+    assert 0 < sample["gpu_mem_used_mib"] <= total_mib, sample
+    assert sample["gpu_power_w"] > 0 and sample["gpu_sm_clock_mhz"] > 0 and 0 < sample["gpu_temp_c"] < 120, sample
