@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 3-5 in one run, for a lent GPU machine (bench/README.md):
 #   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [floor-compiled] [bench]
-#   (no part named: all seven, in that order)
+#   (no part named: all seven, in that order; gpu-tests: the -m gpu tests alone; MODES=off,default: the
+#   compile table's modes)
 # Parts run in the order given, each under a timeout: its own cap, or the budget's remaining seconds if fewer
 # (a part left less than its minimum is skipped and says so). Everything printed goes to $OUT/gpu_checks.log;
 # JSON results land beside it: gae_floor.json, compile_table.json, profile_breakdown.json, gae_floor_compiled.json,
@@ -55,12 +56,14 @@ for part in $parts; do
                nproc; $py -c 'import sys, torch, triton; print(sys.version.split()[0], torch.__version__, torch.version.cuda, triton.__version__)'" ;;
     tests)   run_part tests 60 180 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
                $py -m pytest -q -p no:cacheprovider tests/test_gae.py" ;;
+    gpu-tests) run_part gpu-tests 60 150 $py -m pytest -q -p no:cacheprovider -m gpu tests ;;
     floor)   run_part floor 30 120 $py bench/gae_floor.py --json "$out/gae_floor.json" ;;
     floor-compiled)  # the compiled torch loop, apart: one inductor compile of a 128-step unrolled loop
              run_part floor-compiled 40 120 $py bench/gae_floor.py --sizes 4096x128 --compile-sizes 4096x128 \
                --json "$out/gae_floor_compiled.json" ;;
     compile) rm -rf "$cache_root"
-             run_part compile 120 260 $py bench/compile_table.py --cache-root "$cache_root" --num-envs $num_envs --iterations 4 \
+             run_part compile 90 260 $py bench/compile_table.py --cache-root "$cache_root" --num-envs $num_envs --iterations 4 \
+               ${MODES:+--modes $MODES} \
                --json "$out/compile_table.json" ;;
     profile) run_part profile 45 100 "${warm_cache[@]}" $rppo profile --num-envs $num_envs \
                --total-steps $((num_envs * 128 * 4)) --eval-episodes 0 --no-progress --out /tmp/gpu_profile

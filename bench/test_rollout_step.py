@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import benchlib
-from recurrent_ppo.compile import cuda_graph_step_begin
 from recurrent_ppo.trainer import Trainer
 
 pytestmark = pytest.mark.benchmark(group="rollout_step")
@@ -17,19 +16,12 @@ def test_rollout_step(benchmark, profile, compile_mode, tmp_path):
     benchlib.fresh_state()
     trainer = Trainer(profile.train.replace(compile_mode=compile_mode, run_dir=str(tmp_path)))
     collector, buffer = trainer.collector, trainer.buffer
-    state = [collector.obs, collector.hidden, collector.episode_starts]
 
     def rollout_step() -> None:
         # The body of RolloutCollector.collect's loop; the buffer wraps around instead of filling up.
         if buffer.full:
             buffer.reset()
-        cuda_graph_step_begin(collector.compile_mode, collector.device)
-        obs, hidden, starts = state
-        hidden_in, act, result, reward, truncated_values, done = collector.step(obs, hidden, starts)
-        buffer.add(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value, rewards=reward,
-                   terminated=result.terminated, truncated=result.truncated, truncated_values=truncated_values,
-                   episode_starts=starts, hidden=hidden_in)
-        state[:] = result.obs, act.hidden, done
+        collector.advance()
 
     benchmark.extra_info.update(compile_mode=compile_mode, num_envs=trainer.cfg.num_envs,
                                 hidden_dim=trainer.cfg.hidden_dim)

@@ -53,7 +53,8 @@ def _gae_loop_kernel(
         bootstrap = tl.where(truncated != 0.0, truncated_value, next_value)
         delta = reward + gamma * bootstrap * (1.0 - terminated) - value
         not_done = (1.0 - terminated) * (1.0 - truncated)
-        advantage = delta + gamma * lam * not_done * next_advantage
+        # fp32 whatever the scalars' type: inductor passes Python floats to user kernels as fp64.
+        advantage = (delta + gamma * lam * not_done * next_advantage).to(tl.float32)
         tl.store(advantages_ptr + offs, advantage, mask=mask)
         tl.store(returns_ptr + offs, advantage + value, mask=mask)
         next_advantage = advantage
@@ -114,8 +115,9 @@ def _gae_scan_kernel(
         delta = reward + gamma * bootstrap * (1.0 - terminated) - value
         decay = gamma * lam * (1.0 - terminated) * (1.0 - truncated)
         # Steps past the start of time (last chunk only) are identity maps: the carry passes through them.
-        delta = tl.where(mask, delta, 0.0)
-        decay = tl.where(mask, decay, 1.0)
+        # fp32 whatever the scalars' type: inductor passes Python floats to user kernels as fp64.
+        delta = tl.where(mask, delta, 0.0).to(tl.float32)
+        decay = tl.where(mask, decay, 1.0).to(tl.float32)
         decay, delta = tl.associative_scan((decay, delta), axis=1, combine_fn=_compose)
         advantage = delta + decay * carry[:, None]  # [E, S]
         tl.store(advantages_ptr + offs, advantage, mask=mask)

@@ -123,7 +123,10 @@ def test_float_masks_equal_bool_masks(impl):
     as_float = make_inputs(9, 17, mask_dtype=torch.float32)
     a_bool, _ = IMPLS[impl](**as_bool, gamma=0.99, lam=0.95)
     a_float, _ = IMPLS[impl](**as_float, gamma=0.99, lam=0.95)
-    assert_close(a_float, a_bool, "advantages", rtol=0, atol=0)
+    # The scan kernel is autotuned per input dtypes, so on a GPU the two calls may run different tile sizes,
+    # which associate the scan differently (seen on an H100: 28 of 153 elements apart by up to 4.8e-7).
+    exact = impl != "triton_scan" or not torch.cuda.is_available()
+    assert_close(a_float, a_bool, "advantages", rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -28,12 +28,16 @@ def uses_cuda_graphs(mode: str, device: torch.device) -> bool:
 
 
 def mark_static_state(*owners: object) -> None:
-    """Mark the tensor attributes of `owners` (env, episode tracker) as static addresses, so CUDA graphs may
-    update them in place: cudagraph trees skip graphs that mutate inputs unless those inputs are static."""
+    """Mark the tensor attributes of `owners` (env, episode tracker, a carry's owner) as static addresses, so
+    CUDA graphs read them in place, and may update them in place: cudagraph trees copy every other input into
+    the graph before each replay, and skip graphs that mutate inputs unless those inputs are static."""
     for owner in owners:
         for value in vars(owner).values():
             if isinstance(value, torch.Tensor):
                 torch._dynamo.mark_static_address(value)
+            elif isinstance(value, tuple) and all(isinstance(item, torch.Tensor) for item in value):
+                for item in value:  # e.g. the LSTM state (h, c)
+                    torch._dynamo.mark_static_address(item)
 
 
 def cuda_graph_step_begin(mode: str, device: torch.device) -> None:

@@ -11,6 +11,11 @@ from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.policy import LSTMPolicyBundle, reset_hidden
 
 
+def carry_over(carry: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -> None:
+    """Copy a step's outputs into the carry tensors the next step reads."""
+    torch._foreach_copy_(list(carry), list(new))
+
+
 class RolloutCollector:
     """Fills a RolloutBuffer with `num_steps` steps of all envs, carrying obs and LSTM state across rollouts.
 
@@ -26,13 +31,16 @@ class RolloutCollector:
         self.reward_scale = reward_scale
         self.compile_mode = compile_mode
         self.device = env.device
-        if uses_cuda_graphs(compile_mode, self.device):
-            mark_static_state(env, episodes)
+        # What one step hands the next (obs, LSTM state, episode starts) lives in these tensors, overwritten in
+        # place after every step. Under CUDA graphs a step's outputs are overwritten by the next replay, so they
+        # cannot be fed back as inputs; carry tensors at fixed addresses can, without copies into the graph.
         with torch.inference_mode():
             self.obs = env.reset()
             self.hidden = policy.initial_hidden(env.num_envs)
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
             self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
+        if uses_cuda_graphs(compile_mode, self.device):
+            mark_static_state(env, episodes, self)
         self.step = compile_fn(self._step, compile_mode, compile_backend)
         self.last_value = compile_fn(policy.get_value, compile_mode, compile_backend)
 
@@ -50,19 +58,21 @@ class RolloutCollector:
     @torch.inference_mode()
     def collect(self) -> torch.Tensor:
         """Run one rollout into the buffer; returns V(obs after the last step) `[num_envs]` for GAE."""
-        obs, hidden, starts = self.obs, self.hidden, self.episode_starts
         self.buffer.reset()
         for _ in range(self.buffer.num_steps):
-            cuda_graph_step_begin(self.compile_mode, self.device)
-            hidden_in, act, result, reward, truncated_values, done = self.step(obs, hidden, starts)
-            self.buffer.add(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value, rewards=reward,
-                            terminated=result.terminated, truncated=result.truncated,
-                            truncated_values=truncated_values, episode_starts=starts, hidden=hidden_in)
-            obs, hidden, starts = result.obs, act.hidden, done
+            self.advance()
         cuda_graph_step_begin(self.compile_mode, self.device)
-        last_values = self.last_value(obs, hidden, starts).clone()
-        self.obs, self.hidden, self.episode_starts = obs, hidden, starts
-        return last_values
+        return self.last_value(self.obs, self.hidden, self.episode_starts).clone()
+
+    def advance(self) -> None:
+        """One step of all envs, written to the buffer at its next position; call under inference mode."""
+        obs, hidden, starts = self.obs, self.hidden, self.episode_starts
+        cuda_graph_step_begin(self.compile_mode, self.device)
+        hidden_in, act, result, reward, truncated_values, done = self.step(obs, hidden, starts)
+        self.buffer.add(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value, rewards=reward,
+                        terminated=result.terminated, truncated=result.truncated,
+                        truncated_values=truncated_values, episode_starts=starts, hidden=hidden_in)
+        carry_over((obs, *hidden, starts), (result.obs, *act.hidden, done))
 
 
 class Evaluator:
@@ -72,8 +82,13 @@ class Evaluator:
                  compile_backend: str = "inductor") -> None:
         self.policy, self.env = policy, env
         self.compile_mode = compile_mode
+        # Step-to-step carry in place, as in RolloutCollector (CUDA graphs overwrite a step's outputs).
+        with torch.inference_mode():
+            self.obs = torch.zeros(env.num_envs, env.obs_dim, device=env.device)  # each round starts with a reset
+            self.hidden = policy.initial_hidden(env.num_envs)
+            self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
         if uses_cuda_graphs(compile_mode, env.device):
-            mark_static_state(env)
+            mark_static_state(env, self)
         self.step = compile_fn(self._step, compile_mode, compile_backend)
 
     def _step(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
@@ -86,18 +101,21 @@ class Evaluator:
         """Run rounds of `env.num_envs` fresh episodes (one each per env) until `num_episodes` have finished;
         averages the first `num_episodes`. Reads the device every 64 steps only."""
         n, device = self.env.num_envs, self.env.device
+        obs, hidden, starts = self.obs, self.hidden, self.episode_starts
         returns = []
         while len(returns) * n < num_episodes:
-            obs = self.env.reset()
-            hidden = self.policy.initial_hidden(n)
-            starts = torch.ones(n, dtype=torch.bool, device=device)
+            obs.copy_(self.env.reset())
+            for state in hidden:
+                state.zero_()  # what initial_hidden gives
+            starts.fill_(True)
             running = torch.zeros(n, device=device)
             finished = torch.zeros(n, dtype=torch.bool, device=device)
             for step in range(1, max_steps + 1):
                 cuda_graph_step_begin(self.compile_mode, device)
-                obs, hidden, starts, reward = self.step(obs, hidden, starts)
+                next_obs, next_hidden, done, reward = self.step(obs, hidden, starts)
                 running += reward * ~finished
-                finished |= starts
+                finished |= done
+                carry_over((obs, *hidden, starts), (next_obs, *next_hidden, done))
                 if step % 64 == 0 and bool(finished.all()):
                     break
             else:
