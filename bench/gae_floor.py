@@ -3,7 +3,9 @@
 The floor of a size is max(launch, bytes / copy bandwidth), with the launch time (a one-element kernel) and the
 device-to-device copy bandwidth (bytes read + written) measured in the same run. Bytes are what GAE must move:
 rewards, values, both masks and truncated_values read once, last_values, and advantages and returns written.
-Each provider is checked against the float64-accumulated reference before it is timed. On CUDA, times are
+Each provider is checked against the float64-accumulated reference before it is timed. `triton` is the op as
+called eagerly (its Python and Triton's launcher included); `triton_graph` is the same op replayed from a CUDA
+graph, as a CUDA-graphed step runs it: the kernel's own time plus one launch. On CUDA, times are
 triton.testing.do_bench medians (L2 flushed between runs); on CPU, medians of perf_counter and the Triton
 providers are skipped (the interpreter's timings say nothing), which keeps a CPU run a quick smoke test.
 """
@@ -74,6 +76,8 @@ def providers(inputs: dict[str, torch.Tensor], device: torch.device, compile_loo
     if device.type == "cuda":
         fns["triton_loop"] = lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA, kernel="loop")
         fns["triton"] = lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA)
+        # As a CUDA-graphed training step runs it: without the op's Python and Triton's launcher per call.
+        fns["triton_graph"] = benchlib.cuda_graphed(lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA))
     return fns
 
 
@@ -110,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     sizes = args.sizes or (CUDA_SIZES if device.type == "cuda" else CPU_SIZES)
     names = ["cleanrl_loop"] + (["compiled_loop"] if compile_sizes & set(sizes) else [])
-    names += ["triton_loop", "triton"] if device.type == "cuda" else []
+    names += ["triton_loop", "triton", "triton_graph"] if device.type == "cuda" else []
     header = f"{'N':>7} {'T':>4} {'floor us':>9}" + "".join(f" {p + ' us':>16}" for p in names)
     if "triton" in names:
-        header += f" {'triton/floor':>13} {'cleanrl/triton':>15}"
+        header += f" {'triton/floor':>13} {'graph/floor':>12} {'cleanrl/graph':>14}"
     print(header)
     for n, t in sizes:
         inputs = benchlib.gae_inputs(n, t, device)
@@ -126,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{n:>7} {t:>4} {floor:>9.1f}" + "".join(
             f" {row[p + '_us']:>16.1f}" if p + "_us" in row else f" {'-':>16}" for p in names)
         if "triton" in names:
-            line += f" {row['triton_us'] / floor:>13.2f} {row['cleanrl_loop_us'] / row['triton_us']:>15.0f}"
+            graph_us = row["triton_graph_us"]
+            line += (f" {row['triton_us'] / floor:>13.2f} {graph_us / floor:>12.2f}"
+                     f" {row['cleanrl_loop_us'] / graph_us:>14.0f}")
         print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "copy_bytes_per_s": bandwidth,

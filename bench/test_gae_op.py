@@ -1,5 +1,6 @@
 """GAE over `[num_envs, num_steps]`: CleanRL's Python loop, our pure-torch reference (eager, then compiled), and
-the Triton kernels (`triton`: the default chunked-scan kernel; `triton_loop`: the one-lane-per-env loop kernel).
+the Triton kernels (`triton`: the default chunked-scan kernel; `triton_loop`: the one-lane-per-env loop kernel;
+`triton_graph`: the scan kernel's op replayed from a CUDA graph, as a CUDA-graphed training step runs it).
 
 Each provider is first checked against `gae_reference` at the benchmark's size, so a fast wrong answer fails
 instead of being timed.
@@ -33,6 +34,8 @@ def provider_fn(provider: str, inputs: dict[str, torch.Tensor]):
         return lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA)
     if provider == "triton_loop":
         return lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA, kernel="loop")
+    if provider == "triton_graph":
+        return benchlib.cuda_graphed(lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA))
     raise ValueError(f"unknown GAE provider {provider!r}")
 
 

@@ -77,7 +77,7 @@ EDGES = [(0.99, 0.0), (0.99, 1.0), (1.0, 0.95), (1.0, 1.0), (0.0, 0.95)]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("gamma,lam", EDGES, ids=[f"g{g}-l{l}" for g, l in EDGES])
+@pytest.mark.parametrize("gamma,lam", EDGES, ids=[f"g{g}-l{lam}" for g, lam in EDGES])
 @pytest.mark.parametrize("done_prob", [0.0, 0.3, 1.0], ids=["no-done", "some-done", "all-done"])
 def test_gae_edges(impl, gamma, lam, done_prob):
     inputs = make_inputs(7, 33, done_prob=done_prob)

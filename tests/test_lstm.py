@@ -8,7 +8,7 @@ from recurrent_ppo.lstm import LSTM
 from tests.helpers import assert_close
 
 SHAPES = [(1, 1, 3, 4, 1), (5, 7, 3, 8, 1), (4, 9, 6, 5, 2), (3, 4, 2, 16, 3)]
-IDS = [f"B{b}-L{l}-in{i}-H{h}-layers{n}" for b, l, i, h, n in SHAPES]
+IDS = [f"B{b}-L{length}-in{i}-H{h}-layers{n}" for b, length, i, h, n in SHAPES]
 
 
 @pytest.mark.parametrize("batch,seq,in_dim,hidden,layers", SHAPES, ids=IDS)

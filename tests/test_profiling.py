@@ -93,37 +93,43 @@ def test_every_train_flag_is_accepted():
     assert (args.wait, args.warmup, args.active) == (1, 1, 2)
 
 
-def fake_event(name, device_type=DeviceType.CPU, *, us=0.0, device_us=0.0, annotation=False):
+def fake_event(name, device_type=DeviceType.CPU, *, us=0.0, start=0.0, annotation=False):
     """The FunctionEvent fields summarize reads; lets the CUDA branch be checked without a GPU."""
     return SimpleNamespace(name=name, device_type=device_type, is_async=False, is_user_annotation=annotation,
                            cpu_time_total=us if device_type == DeviceType.CPU else 0.0, self_cpu_time_total=us,
-                           device_time_total=device_us, time_range=SimpleNamespace(elapsed_us=lambda: us))
+                           time_range=SimpleNamespace(start=start, end=start + us, elapsed_us=lambda: us))
 
 
 def test_cuda_breakdown_ranks_kernels_and_skips_gpu_copies_of_ranges():
     cuda = DeviceType.CUDA
     events = [
         fake_event("ProfilerStep*", us=1000, annotation=True),
-        fake_event("rollout", us=600, device_us=300, annotation=True),
-        fake_event("gae", us=100, device_us=50, annotation=True),
-        fake_event("update", us=200, device_us=150, annotation=True),
+        fake_event("rollout", us=600, annotation=True),
+        fake_event("gae", us=100, annotation=True),
+        fake_event("update", us=200, annotation=True),
         fake_event("Optimizer.step#Adam.step", us=50, annotation=True),
-        fake_event("rollout", cuda, us=590, annotation=True),  # the range mirrored on the GPU timeline
-        fake_event("Optimizer.step#Adam.step", cuda, us=40),  # a mirror not flagged as an annotation
-        fake_event("lstm_kernel", cuda, us=300),
-        fake_event("gae_kernel", cuda, us=50),
-        fake_event("adam_kernel", cuda, us=100),
-        fake_event("adam_kernel", cuda, us=60),
+        # The phase ranges mirrored on the GPU timeline: spans over the kernels launched in them.
+        fake_event("rollout", cuda, start=1000, us=400, annotation=True),
+        fake_event("gae", cuda, start=1500, us=60, annotation=True),
+        fake_event("update", cuda, start=1600, us=300, annotation=True),
+        fake_event("Optimizer.step#Adam.step", cuda, start=1700, us=40),  # a mirror not flagged as an annotation
+        fake_event("lstm_kernel", cuda, start=1000, us=300),  # e.g. a CUDA-graph replay's kernel, tied to no op
+        fake_event("gae_kernel", cuda, start=1500, us=50),
+        fake_event("adam_kernel", cuda, start=1700, us=100),
+        fake_event("adam_kernel", cuda, start=1800, us=60),
+        fake_event("stray_kernel", cuda, start=2000, us=10),  # in no phase's span
     ]
     breakdown = summarize(events, active=1, on_device=True, top=10)
     phases = breakdown["phases"]
     assert phases["other"]["host_s"] == pytest.approx(100e-6)
     assert phases["rollout"]["share"] == pytest.approx(0.6)
     assert phases["rollout"]["device_s"] == pytest.approx(300e-6)
-    assert phases["other"]["device_s"] == pytest.approx(10e-6), "kernels outside the phases: 510 - 500 us"
+    assert phases["gae"]["device_s"] == pytest.approx(50e-6)
+    assert phases["update"]["device_s"] == pytest.approx(160e-6)
+    assert phases["other"]["device_s"] == pytest.approx(10e-6), "kernels outside the phases' spans"
     assert breakdown["top_ops_by"] == "device time"
     assert [(op["name"], op["calls"]) for op in breakdown["top_ops"]] == [
-        ("lstm_kernel", 1), ("adam_kernel", 2), ("gae_kernel", 1)]
+        ("lstm_kernel", 1), ("adam_kernel", 2), ("gae_kernel", 1), ("stray_kernel", 1)]
     printed = format_breakdown(breakdown)
     assert "device ms/iter" in printed and "top kernels by device time" in printed
 

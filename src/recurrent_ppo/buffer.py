@@ -48,7 +48,8 @@ class RolloutBuffer:
     ) -> None:
         if min(num_envs, num_steps, obs_dim, num_layers, hidden_dim) < 1:
             raise ValueError(
-                f"RolloutBuffer sizes must be positive, got {num_envs=}, {num_steps=}, {obs_dim=}, {num_layers=}, {hidden_dim=}"
+                f"RolloutBuffer sizes must be positive, got {num_envs=}, {num_steps=}, {obs_dim=}, {num_layers=}, "
+                f"{hidden_dim=}"
             )
         self.num_envs, self.num_steps = num_envs, num_steps
         self.device = torch.device(device)

@@ -49,7 +49,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The preset named by --preset (or the default config), with every flag given on the command line applied."""
     base = PRESETS[args.preset] if args.preset else TrainConfig()
-    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+               if getattr(args, f.name) is not None}
     return base.replace(**changes)
 
 
@@ -85,7 +86,8 @@ def train_command(args: argparse.Namespace) -> int:
           f"({summary['sps']:,.0f} steps/s); mean return of the last 100 training episodes "
           f"{summary['episode_return_mean']:.1f}")
     if "eval_return_mean" in summary:
-        print(f"deterministic evaluation over {cfg.eval_episodes} episodes: mean return {summary['eval_return_mean']:.1f}")
+        print(f"deterministic evaluation over {cfg.eval_episodes} episodes: "
+              f"mean return {summary['eval_return_mean']:.1f}")
     print(f"checkpoint: {summary['checkpoint']}")
     return 0
 

@@ -97,8 +97,9 @@ class TrainConfig:
         CPU: default (inductor). On a 2-core CPU the default stateless-cartpole run went from 15.4k to 29.0k
         steps/s per iteration (median) compiled; compiling costs ~35 s cold and ~9 s from inductor's cache
         (2026-11-26, torch 2.13.0). CUDA: reduce-overhead, because at these sizes a rollout step is dozens of
-        tiny kernels whose launches cost more than their work, and CUDA graphs remove the launches (not yet
-        measured against default on a GPU).
+        tiny kernels whose launches cost more than their work, and CUDA graphs remove the launches. On an H100
+        at 4096 envs (torch 2.11, 2026-11-26): reduce-overhead 4.61M steps/s against 1.01M eager, default
+        1.86M against 0.95M eager in another run (README, "Measured").
         """
         if self.compile_mode != "auto":
             return self.compile_mode

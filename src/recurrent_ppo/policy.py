@@ -50,7 +50,8 @@ class LSTMPolicyBundle(nn.Module):
     def __init__(self, obs_dim: int, num_actions: int, hidden_dim: int = 256, num_layers: int = 1) -> None:
         super().__init__()
         if obs_dim < 1 or num_actions < 2:
-            raise ValueError(f"LSTMPolicyBundle needs obs_dim >= 1 and num_actions >= 2, got {obs_dim=}, {num_actions=}")
+            raise ValueError(f"LSTMPolicyBundle needs obs_dim >= 1 and num_actions >= 2, "
+                             f"got {obs_dim=}, {num_actions=}")
         self.obs_dim = obs_dim
         self.num_actions = num_actions
         self.hidden_dim = hidden_dim
@@ -83,7 +84,8 @@ class LSTMPolicyBundle(nn.Module):
         """
         param = self.critic.weight
         shape = (self.num_layers, batch_size, self.hidden_dim)
-        return torch.zeros(shape, dtype=param.dtype, device=param.device), torch.zeros(shape, dtype=param.dtype, device=param.device)
+        return (torch.zeros(shape, dtype=param.dtype, device=param.device),
+                torch.zeros(shape, dtype=param.dtype, device=param.device))
 
     def _core(
         self, obs: torch.Tensor, episode_starts: torch.Tensor, hidden: HiddenState

@@ -86,7 +86,8 @@ class Trainer:
         """Train for `total_steps`, log every iteration (metrics.jsonl, TensorBoard), checkpoint, then evaluate."""
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device), "resolved_compile_mode": self.compile_mode}
+        config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device),
+                  "resolved_compile_mode": self.compile_mode}
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), disable=not cfg.progress)
@@ -106,7 +107,8 @@ class Trainer:
                           **telemetry.latest()}
                 run_log.write(record)
                 progress.update(task, completed=self.global_step,
-                                status=f"SPS {record['sps_overall']:,.0f}  return {episodes['episode_return_mean']:.1f}")
+                                status=f"SPS {record['sps_overall']:,.0f}  "
+                                       f"return {episodes['episode_return_mean']:.1f}")
         checkpoint = self.save()
         summary = {"global_step": self.global_step, "train_time_s": time.perf_counter() - start,
                    "episode_return_mean": record.get("episode_return_mean", float("nan")),

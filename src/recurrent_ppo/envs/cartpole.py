@@ -35,7 +35,8 @@ class CartPole:
     def __init__(self, num_envs: int, device: torch.device | str = "cpu", *, stateless: bool = False,
                  max_episode_steps: int = 500) -> None:
         if num_envs < 1 or max_episode_steps < 1:
-            raise ValueError(f"CartPole needs num_envs >= 1 and max_episode_steps >= 1, got {num_envs}, {max_episode_steps}")
+            raise ValueError(f"CartPole needs num_envs >= 1 and max_episode_steps >= 1, "
+                             f"got {num_envs}, {max_episode_steps}")
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.stateless = stateless
@@ -58,7 +59,8 @@ class CartPole:
         force = torch.where(actions.bool(), FORCE_MAG, -FORCE_MAG)
         cos, sin = torch.cos(theta), torch.sin(theta)
         temp = (force + POLE_MASS_LENGTH * theta_dot.square() * sin) / TOTAL_MASS
-        theta_acc = (GRAVITY * sin - cos * temp) / (HALF_POLE_LENGTH * (4.0 / 3.0 - MASS_POLE * cos.square() / TOTAL_MASS))
+        pole_inertia = HALF_POLE_LENGTH * (4.0 / 3.0 - MASS_POLE * cos.square() / TOTAL_MASS)
+        theta_acc = (GRAVITY * sin - cos * temp) / pole_inertia
         x_acc = temp - POLE_MASS_LENGTH * theta_acc * cos / TOTAL_MASS
         state = torch.stack(
             [x + TAU * x_dot, x_dot + TAU * x_acc, theta + TAU * theta_dot, theta_dot + TAU * theta_acc], dim=-1
