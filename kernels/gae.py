@@ -19,7 +19,6 @@ import os
 
 import torch
 import triton
-import triton.testing
 import triton.language as tl
 
 __all__ = ["gae", "gae_reference", "gae_triton"]
@@ -79,15 +78,7 @@ def _scan_configs() -> list[triton.Config]:
     ]
 
 
-def _bench_in_cuda_graph(kernel_call, quantiles):
-    # The autotuner's default times eager launches, and at launch-bound sizes that times Triton's host-side
-    # launcher, not the tiles: on an H100 the op took 50-170 us per call around a 12.5 us kernel (2026-11-26),
-    # too noisy to rank configs. Replays of a CUDA graph of the launches time the kernel itself.
-    return triton.testing.do_bench_cudagraph(kernel_call, rep=20, quantiles=quantiles)
-
-
-@triton.autotune(configs=_scan_configs(), key=["num_envs", "num_steps"],
-                 do_bench=None if _interpreting() else _bench_in_cuda_graph)
+@triton.autotune(configs=_scan_configs(), key=["num_envs", "num_steps"])
 @triton.jit
 def _gae_scan_kernel(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
