@@ -33,6 +33,7 @@ def test_flags_override_defaults():
     (["--total-steps", "10"], "less than one rollout"),
     (["--gamma", "1.5"], "gamma=1.5 must lie in [0, 1]"),
     (["--num-envs", "0"], "num_envs=0 must be >= 1"),
+    (["--matmul-precision", "tf32"], "matmul_precision='tf32' must be one of"),
 ])
 def test_invalid_config_fails_before_any_work(tmp_path, capsys, flags, message):
     run_dir = tmp_path / "run"

@@ -79,6 +79,15 @@ def test_annealed_learning_rate_reaches_the_optimizer(tmp_path):
     assert float(trainer.lr) == pytest.approx(trainer.cfg.learning_rate * 0.5)
 
 
+def test_matmul_precision_is_set_for_the_run(tmp_path):
+    before = torch.get_float32_matmul_precision()
+    try:
+        Trainer(small_config(tmp_path, matmul_precision="high"))
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
     save_checkpoint(path, {"step": 1})

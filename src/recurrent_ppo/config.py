@@ -10,6 +10,9 @@ import torch
 from recurrent_ppo.compile import COMPILE_MODES
 from recurrent_ppo.envs import ENVS
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+"""The values torch.set_float32_matmul_precision takes."""
+
 
 @dataclass
 class TrainConfig:
@@ -66,6 +69,9 @@ class TrainConfig:
     (adds CUDA graphs on GPU), max-autotune; auto picks per device (see resolved_compile_mode)."""
     compile_backend: str = "inductor"
     """torch.compile backend; 'eager' or 'aot_eager' trace with fullgraph=True without generating code."""
+    matmul_precision: str = "highest"
+    """torch.set_float32_matmul_precision for the run: highest (fp32 GEMMs), high (TF32 on NVIDIA GPUs), medium.
+    On an H100 the update is GPU-bound on fp32 LSTM GEMMs (README, "Measured"); what high gains is unmeasured."""
     eval_episodes: int = 100
     """Episodes of the final deterministic evaluation (0 skips it)."""
     progress: bool = True
@@ -136,6 +142,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.compile_mode not in ("auto", *COMPILE_MODES):
             raise ValueError(f"compile_mode={self.compile_mode!r} must be auto or one of {COMPILE_MODES}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul_precision={self.matmul_precision!r} must be one of {MATMUL_PRECISIONS}")
         if self.compile_backend not in ("inductor", "eager", "aot_eager"):
             raise ValueError(f"compile_backend={self.compile_backend!r} must be inductor, eager or aot_eager")
         self.resolved_device()

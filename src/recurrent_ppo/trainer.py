@@ -35,6 +35,7 @@ class Trainer:
         self.cfg = cfg.validate()
         self.device = cfg.resolved_device()
         self.compile_mode = cfg.resolved_compile_mode(self.device)
+        torch.set_float32_matmul_precision(cfg.matmul_precision)  # process-wide, as torch has it
         torch.manual_seed(cfg.seed)
         env = make_env(cfg.env, cfg.num_envs, self.device)
         self.policy_args = dict(obs_dim=env.obs_dim, num_actions=env.num_actions, hidden_dim=cfg.hidden_dim,
