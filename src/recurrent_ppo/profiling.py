@@ -160,19 +160,14 @@ def summarize(events: Any, *, active: int, on_device: bool, top: int) -> dict[st
                    and not e.is_user_annotation and e.name not in range_names]
         for name, seconds in _kernel_seconds_by_phase(events, kernels).items():
             phases[name]["device_s"] = seconds
-    for e in events:
-        if e.name in PHASES or e.name.startswith("ProfilerStep") or e.is_async:
+        timed = [(e.name, e.time_range.elapsed_us()) for e in kernels]
+    else:
+        timed = [(e.name, e.self_cpu_time_total) for e in cpu_events]
+    for name, us in timed:
+        if name in PHASES or name.startswith("ProfilerStep"):
             continue
-        if on_device:
-            if e.device_type != DeviceType.CUDA or e.is_user_annotation or e.name in range_names:
-                continue
-            seconds = e.time_range.elapsed_us() / 1e6
-        elif e.device_type == DeviceType.CPU:
-            seconds = e.self_cpu_time_total / 1e6
-        else:
-            continue
-        totals[e.name][0] += seconds
-        totals[e.name][1] += 1
+        totals[name][0] += us / 1e6
+        totals[name][1] += 1
     if on_device:
         kernel_s = sum(seconds for seconds, _ in totals.values())
         phases["other"]["device_s"] = kernel_s - sum(phases[name]["device_s"] for name in PHASES)

@@ -104,9 +104,7 @@ class Evaluator:
         obs, hidden, starts = self.obs, self.hidden, self.episode_starts
         returns = []
         while len(returns) * n < num_episodes:
-            obs.copy_(self.env.reset())
-            for state in hidden:
-                state.zero_()  # what initial_hidden gives
+            carry_over((obs, *hidden), (self.env.reset(), *self.policy.initial_hidden(n)))
             starts.fill_(True)
             running = torch.zeros(n, device=device)
             finished = torch.zeros(n, dtype=torch.bool, device=device)
