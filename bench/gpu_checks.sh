@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 3-5 in one run, for a lent GPU machine (bench/README.md):
 #   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [floor-compiled] [bench]
-#   (no part named: all seven, in that order; gpu-tests: the -m gpu tests alone; MODES=off,default: the
-#   compile table's modes)
+#   (no part named: all seven, in that order; gpu-tests: the -m gpu tests alone; sweep: every scan-kernel config
+#   at every GAE size, bench/gae_sweep.py; MODES=off,default: the compile table's modes)
 # Parts run in the order given, each under a timeout: its own cap, or the budget's remaining seconds if fewer
 # (a part left less than its minimum is skipped and says so). Everything printed goes to $OUT/gpu_checks.log;
 # JSON results land beside it: gae_floor.json, compile_table.json, profile_breakdown.json, gae_floor_compiled.json,
-# bench.json.
+# bench.json, gae_sweep.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu_checks}
@@ -59,6 +59,7 @@ for part in $parts; do
     gpu-tests) run_part gpu-tests 60 150 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
                $py -m pytest -q -p no:cacheprovider tests/test_gae.py -k float_masks" ;;
     floor)   run_part floor 30 120 $py bench/gae_floor.py --json "$out/gae_floor.json" ;;
+    sweep)   run_part sweep 60 300 $py bench/gae_sweep.py --json "$out/gae_sweep.json" ;;
     floor-compiled)  # the compiled torch loop, apart: one inductor compile of a 128-step unrolled loop
              run_part floor-compiled 40 120 $py bench/gae_floor.py --sizes 4096x128 --compile-sizes 4096x128 \
                --json "$out/gae_floor_compiled.json" ;;

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["gae", "gae_reference", "gae_triton"]
+__all__ = ["SCAN_TILES", "gae", "gae_reference", "gae_triton", "launch_scan_kernel", "scan_config", "scan_kernel"]
 
 
 def _interpreting() -> bool:
@@ -68,17 +68,23 @@ def _compose(decay_a, delta_a, decay_b, delta_b):
     return decay_a * decay_b, delta_b + decay_b * delta_a
 
 
+# (BLOCK_ENVS, BLOCK_STEPS, num_warps) the autotuner ranks on CUDA; bench/gae_sweep.py times these and more.
+SCAN_TILES = [(8, 32, 1), (16, 32, 2), (32, 32, 4), (64, 32, 4), (16, 64, 4), (32, 64, 4), (64, 64, 8), (8, 128, 4),
+              (16, 128, 4)]
+
+
+def scan_config(envs: int, steps: int, warps: int, stages: int | None = None) -> triton.Config:
+    """A scan-kernel config: tile BLOCK_ENVS x BLOCK_STEPS, `warps` warps, Triton's default stages unless given."""
+    extra = {} if stages is None else {"num_stages": stages}
+    return triton.Config({"BLOCK_ENVS": envs, "BLOCK_STEPS": steps}, num_warps=warps, **extra)
+
+
 def _scan_configs() -> list[triton.Config]:
     if _interpreting():  # small tiles, so CPU tests cross several time chunks and env blocks
-        return [triton.Config({"BLOCK_ENVS": 32, "BLOCK_STEPS": 16}, num_warps=1)]
-    return [
-        triton.Config({"BLOCK_ENVS": envs, "BLOCK_STEPS": steps}, num_warps=warps)
-        for envs, steps, warps in [(8, 32, 1), (16, 32, 2), (32, 32, 4), (64, 32, 4), (16, 64, 4),
-                                   (32, 64, 4), (64, 64, 8), (8, 128, 4), (16, 128, 4)]
-    ]
+        return [scan_config(32, 16, 1)]
+    return [scan_config(*tile) for tile in SCAN_TILES]
 
 
-@triton.autotune(configs=_scan_configs(), key=["num_envs", "num_steps"])
 @triton.jit
 def _gae_scan_kernel(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
@@ -123,6 +129,17 @@ def _gae_scan_kernel(
         tl.store(advantages_ptr + offs, advantage, mask=mask)
         tl.store(returns_ptr + offs, advantage + value, mask=mask)
         carry = tl.sum(tl.where(lane == BLOCK_STEPS - 1, advantage, 0.0), axis=1)
+
+
+def scan_kernel(configs: list[triton.Config] | None = None, do_bench=None):
+    """The scan kernel under its own autotuner over `configs` (default: the op's) ranked by `do_bench` (Triton's
+    `(fn, quantiles)` signature; default: Triton's benchmarker). One config is launched as given, untimed.
+    The op uses the default; bench/gae_sweep.py builds others to compare tiles and rankings."""
+    return triton.autotune(configs=configs or _scan_configs(), key=["num_envs", "num_steps"],
+                           do_bench=do_bench)(_gae_scan_kernel)
+
+
+_gae_scan_tuned = scan_kernel()
 
 
 def _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values) -> None:
@@ -191,6 +208,29 @@ def gae_reference(
     return advantages, returns
 
 
+def launch_scan_kernel(kernel, *, rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam,
+                       out: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Run `kernel` (from `scan_kernel`) once, writing `out`: for benchmarks that compare configs. It skips the
+    checks `gae_triton` makes, so give it what `gae_triton` accepts."""
+    num_envs, num_steps = rewards.shape
+    grid = lambda meta: (triton.cdiv(num_envs, meta["BLOCK_ENVS"]),)  # noqa: E731
+    kernel[grid](rewards, values, terminated, truncated, truncated_values, last_values, *out, num_envs, num_steps,
+                 num_steps, float(gamma), float(lam))
+
+
+def _launch(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
+            scan, wrap):
+    if scan:
+        launch_scan_kernel(wrap(_gae_scan_tuned), rewards=rewards, values=values, terminated=terminated,
+                           truncated=truncated, truncated_values=truncated_values, last_values=last_values,
+                           gamma=gamma, lam=lam, out=(advantages, returns))
+        return
+    num_envs, num_steps = rewards.shape
+    wrap(_gae_loop_kernel)[(triton.cdiv(num_envs, 128),)](
+        rewards, values, terminated, truncated, truncated_values, last_values, advantages, returns,
+        num_envs, num_steps, num_steps, gamma, lam, BLOCK_ENVS=128)
+
+
 # On CUDA a triton_op, which torch.compile traces into (inductor sees the kernel; CUDA graphs capture it). Under
 # TRITON_INTERPRET=1 the kernel is a Python function that cannot run on the fake tensors compile traces with,
 # so there it is an opaque custom op with the fake implementation below.
@@ -214,14 +254,8 @@ def _gae_triton_op(
     returns: torch.Tensor,
     scan: bool,
 ) -> None:
-    num_envs, num_steps = rewards.shape
-    inputs = (rewards, values, terminated, truncated, truncated_values, last_values, advantages, returns,
-              num_envs, num_steps, num_steps, gamma, lam)
-    if scan:
-        grid = lambda meta: (triton.cdiv(num_envs, meta["BLOCK_ENVS"]),)  # noqa: E731
-        _wrap_triton(_gae_scan_kernel)[grid](*inputs)
-    else:
-        _wrap_triton(_gae_loop_kernel)[(triton.cdiv(num_envs, 128),)](*inputs, BLOCK_ENVS=128)
+    _launch(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
+            scan, _wrap_triton)
 
 
 if _interpreting():
@@ -230,6 +264,13 @@ if _interpreting():
     def _(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
           scan):
         return None
+
+
+def _traced(tensors) -> bool:
+    """Whether a tracer must see this call as the op: Dynamo compiling, a dispatch mode active (make_fx, fake or
+    functional tensors), or tensor subclasses among the arguments."""
+    return (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0
+            or any(type(tensor) is not torch.Tensor for tensor in tensors))
 
 
 def gae_triton(
@@ -264,8 +305,12 @@ def gae_triton(
     if kernel not in ("scan", "loop"):
         raise ValueError(f"gae_triton: kernel={kernel!r} must be 'scan' or 'loop'")
     advantages, returns = _outputs(rewards, out)
-    _gae_triton_op(rewards, values, terminated, truncated, truncated_values, last_values, float(gamma), float(lam),
-                   advantages, returns, kernel == "scan")
+    args = (rewards, values, terminated, truncated, truncated_values, last_values, float(gamma), float(lam),
+            advantages, returns, kernel == "scan")
+    if _traced((*tensors.values(), advantages, returns)):
+        _gae_triton_op(*args)
+    else:  # eager: straight to Triton's launcher, skipping the ~40 us the custom op's dispatch costs per call
+        _launch(*args, wrap=lambda kernel: kernel)
     return advantages, returns
 
 

@@ -224,3 +224,37 @@ def test_cleanrl_agent_matches_our_policy_with_resets():
     assert_close(batch_major(log_prob), ours.log_prob, "log_prob", atol=1e-5, rtol=1e-5)
     assert_close(batch_major(value.flatten()), ours.value, "value", atol=1e-5, rtol=1e-5)
     assert_close(batch_major(entropy), ours.entropy, "entropy", atol=1e-5, rtol=1e-5)
+
+
+# --- the GAE floor and sweep scripts -------------------------------------------------------------------------
+
+def test_gae_sweep_checks_every_candidate_config(tmp_path):
+    """Every tile the sweep would time gives the float64 reference's advantages (the interpreter on CPU), at a
+    size where each time tile crosses a chunk boundary and each env tile is partly masked."""
+    sweep = _load_bench_module("gae_sweep")
+    out = tmp_path / "sweep.json"
+    assert sweep.main(["--sizes", "5x3,9x520", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    candidates = [sweep.label(*candidate) for candidate in sweep.CANDIDATES]
+    assert len(set(candidates)) == len(candidates) > len(sweep.SCAN_TILES)
+    assert [row["checked"] for row in rows] == [candidates, candidates]
+    assert [row["failed"] for row in rows] == [{}, {}]
+
+
+def test_gae_sweep_records_a_failing_config_and_goes_on(tmp_path, monkeypatch):
+    sweep = _load_bench_module("gae_sweep")
+    monkeypatch.setattr(sweep, "CANDIDATES", [(3, 16, 1, None), (8, 16, 1, None)])  # 3: not a power of two
+    out = tmp_path / "sweep.json"
+    assert sweep.main(["--sizes", "5x20", "--json", str(out)]) == 1
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["checked"] == ["8x16/w1"] and list(row["failed"]) == ["3x16/w1"]
+
+
+def test_gae_floor_runs_and_reports_each_provider(tmp_path):
+    floor = _load_bench_module("gae_floor")
+    out = tmp_path / "floor.json"
+    assert floor.main(["--sizes", "8x16", "--compile-sizes", "", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["copy_bytes_per_s"] > 0 and report["launch_us"] > 0
+    [row] = report["rows"]
+    assert (row["num_envs"], row["num_steps"]) == (8, 16) and row["cleanrl_loop_us"] > 0

@@ -4,6 +4,7 @@ from functools import partial
 
 import pytest
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from recurrent_ppo.kernels.gae import gae, gae_reference, gae_triton
 from tests.helpers import assert_close
@@ -164,6 +165,26 @@ def test_gae_dispatches_by_device():
     ref_adv, ref_ret = gae_reference(**inputs, gamma=0.99, lam=0.95)
     assert_close(adv, ref_adv, "advantages", rtol=1e-6, atol=1e-6)
     assert_close(ret, ref_ret, "returns", rtol=1e-6, atol=1e-6)
+
+
+def test_eager_triton_skips_op_dispatch_and_tracers_still_see_the_kernel():
+    inputs = make_inputs(5, 7)
+    expected = gae_reference(**inputs, gamma=0.99, lam=0.95)
+    with torch.profiler.profile() as prof:
+        eager = gae_triton(**inputs, gamma=0.99, lam=0.95)
+    assert "recurrent_ppo::gae_triton" not in {event.name for event in prof.events()}
+    assert_close(eager[0], expected[0], "eager advantages")
+
+    def advantages(*tensors):
+        return gae_triton(**dict(zip(inputs, tensors)), gamma=0.99, lam=0.95)
+
+    # make_fx traces through a dispatch mode, as AOTAutograd does: the launch must appear in its graph.
+    graph = make_fx(advantages)(*inputs.values())
+    targets = [str(node.target) for node in graph.graph.nodes if node.op == "call_function"]
+    assert any("gae_triton" in target or "triton_kernel_wrapper" in target for target in targets), targets
+    traced = graph(*inputs.values())
+    assert_close(traced[0], expected[0], "traced advantages")
+    assert_close(traced[1], expected[1], "traced returns")
 
 
 @pytest.mark.parametrize("impl", IMPLS)
