@@ -2,7 +2,7 @@
 # The GPU checks of issues 3-5 in one run, for a lent GPU machine (bench/README.md):
 #   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [floor-compiled] [bench]
 #   (no part named: all seven, in that order; gpu-tests: the -m gpu tests alone; sweep: every scan-kernel config
-#   at every GAE size, bench/gae_sweep.py; MODES=off,default: the compile table's modes)
+#   at every GAE size, bench/gae_sweep.py; train: `make train`; MODES=off,default: the compile table's modes)
 # Parts run in the order given, each under a timeout: its own cap, or the budget's remaining seconds if fewer
 # (a part left less than its minimum is skipped and says so). Everything printed goes to $OUT/gpu_checks.log;
 # JSON results land beside it: gae_floor.json, compile_table.json, profile_breakdown.json, gae_floor_compiled.json,
@@ -21,7 +21,9 @@ py=.venv/bin/python rppo=.venv/bin/recurrent-ppo
 if [ ! -x $py ]; then
   echo "== setup ($(date -u +%H:%M:%S))"
   # The same script `make train` runs; on a GPU image it reuses the host's CUDA torch offline.
-  if ! bash scripts/setup_venv.sh .venv; then
+  if bash scripts/setup_venv.sh .venv; then
+    touch .venv/.installed  # what make's rule leaves, so the train part's `make train` does not set up again
+  else
     echo "== setup: scripts/setup_venv.sh FAILED; installing into the host python3 so the checks still run"
     rm -rf .venv
     python3 -m pip install -q --no-build-isolation --no-deps -e . || exit 1
@@ -57,8 +59,9 @@ for part in $parts; do
     tests)   run_part tests 60 180 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
                $py -m pytest -q -p no:cacheprovider tests/test_gae.py" ;;
     gpu-tests) run_part gpu-tests 60 150 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
-               $py -m pytest -q -p no:cacheprovider tests/test_gae.py -k float_masks" ;;
+               $py -m pytest -q -p no:cacheprovider tests/test_gae.py -k 'float_masks or eager_triton'" ;;
     floor)   run_part floor 30 120 $py bench/gae_floor.py --json "$out/gae_floor.json" ;;
+    train)   run_part train 60 240 make train ARGS="--no-progress" ;;  # the README's command, defaults, on CUDA
     sweep)   run_part sweep 60 300 $py bench/gae_sweep.py --json "$out/gae_sweep.json" ;;
     floor-compiled)  # the compiled torch loop, apart: one inductor compile of a 128-step unrolled loop
              run_part floor-compiled 40 120 $py bench/gae_floor.py --sizes 4096x128 --compile-sizes 4096x128 \
