@@ -206,6 +206,30 @@ def seed_contract(device, mode):
                                    which.initial_hidden(batch.obs.shape[0])).log_prob.sum().backward()
 
 
+def test_compiled_rollout_fills_the_buffer_as_eager_does():
+    """The compiled step writes the buffer and the carry inside its graph: two rollouts of it, with inductor's
+    random numbers drawn as eager draws them, leave every field as the eager rollout does."""
+    buffers = {}
+    for mode in ("off", "default"):
+        torch.manual_seed(0)
+        policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=16, num_layers=2)
+        env = CartPole(8, stateless=True, max_episode_steps=14)  # terminations and truncations in the rollouts
+        buffer = RolloutBuffer(8, 16, env.obs_dim, 2, 16, "cpu")
+        collector = RolloutCollector(policy, env, buffer, EpisodeTracker(8, torch.device("cpu")),
+                                     reward_scale=0.1, compile_mode=mode)
+        with torch._inductor.config.patch(fallback_random=True):
+            collector.collect()
+            last_values = collector.collect()
+        buffers[mode] = (buffer, last_values)
+    (eager, eager_last), (compiled, compiled_last) = buffers["off"], buffers["default"]
+    assert eager.truncated.any() and eager.terminated.any() and eager.episode_starts[:, 1:].any()
+    for name in ("obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated", "truncated_values",
+                 "episode_starts", "hidden_h", "hidden_c"):
+        assert_close(getattr(compiled, name), getattr(eager, name), name, rtol=1e-5, atol=1e-5)
+    assert_close(compiled_last, eager_last, "last values", rtol=1e-5, atol=1e-5)
+    assert compiled.pos == compiled.num_steps and int(compiled.step_index) == compiled.num_steps
+
+
 def test_seed_contract_under_inductor_on_cpu():
     seed_contract("cpu", "default")
 

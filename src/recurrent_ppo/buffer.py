@@ -72,10 +72,14 @@ class RolloutBuffer:
         self.advantages = alloc(n, t)
         self.returns = alloc(n, t)
         self.pos = 0
+        # The step `write` fills, on the device: a compiled (CUDA-graphed) rollout step writes the buffer without
+        # the host, which keeps its own count in `pos`.
+        self.step_index = alloc(1, dtype=torch.int64)
 
     def reset(self) -> None:
         """Start a new rollout; the old contents are overwritten step by step."""
         self.pos = 0
+        self.step_index.zero_()
 
     @property
     def full(self) -> bool:
@@ -100,21 +104,43 @@ class RolloutBuffer:
 
         Every write is one copy into a preallocated slice: no per-env loop, no host synchronisation.
         """
+        self.claim_step()
+        self.write(obs=obs, actions=actions, log_probs=log_probs, values=values, rewards=rewards,
+                   terminated=terminated, truncated=truncated, truncated_values=truncated_values,
+                   episode_starts=episode_starts, hidden=hidden)
+
+    def claim_step(self) -> None:
+        """Count the next step on the host, refusing a step past the end; `write` then fills it."""
         if self.pos >= self.num_steps:
             raise RuntimeError(f"RolloutBuffer is full ({self.num_steps} steps): call reset() before the next rollout")
-        t = self.pos
-        self.obs[:, t] = obs
-        self.actions[:, t] = actions
-        self.log_probs[:, t] = log_probs
-        self.values[:, t] = values
-        self.rewards[:, t] = rewards
-        self.terminated[:, t] = terminated
-        self.truncated[:, t] = truncated
-        self.truncated_values[:, t] = truncated_values
-        self.episode_starts[:, t] = episode_starts
-        self.hidden_h[:, t] = hidden[0].transpose(0, 1)
-        self.hidden_c[:, t] = hidden[1].transpose(0, 1)
         self.pos += 1
+
+    def write(
+        self,
+        *,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        log_probs: torch.Tensor,
+        values: torch.Tensor,
+        rewards: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        truncated_values: torch.Tensor,
+        episode_starts: torch.Tensor,
+        hidden: HiddenState,
+    ) -> None:
+        """`add` without the host: writes at the device-side `step_index` and advances it, touching no Python
+        state, so a compiled step can call it (the rollout's does, and calls `claim_step` outside)."""
+        index = self.step_index
+        fields = ((self.obs, obs), (self.actions, actions), (self.log_probs, log_probs), (self.values, values),
+                  (self.rewards, rewards), (self.terminated, terminated), (self.truncated, truncated),
+                  (self.truncated_values, truncated_values), (self.episode_starts, episode_starts),
+                  (self.hidden_h, hidden[0].transpose(0, 1)), (self.hidden_c, hidden[1].transpose(0, 1)))
+        for stored, step in fields:
+            if step.dtype != stored.dtype:  # e.g. float masks into the bool ones
+                step = step.to(stored.dtype)
+            stored.index_copy_(1, index, step.unsqueeze(1))
+        index.add_(1)
 
     def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
         """Fill `advantages` and `returns` by GAE; `last_values [num_envs]` = V(obs after the last step)."""

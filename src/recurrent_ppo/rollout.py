@@ -40,20 +40,26 @@ class RolloutCollector:
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
             self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
         if uses_cuda_graphs(compile_mode, self.device):
-            mark_static_state(env, episodes, self)
+            mark_static_state(env, episodes, buffer, self)
         self.step = compile_fn(self._step, compile_mode, compile_backend)
         self.last_value = compile_fn(policy.get_value, compile_mode, compile_backend)
 
     def _step(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
-        """Policy step, env step, truncation bootstrap and episode bookkeeping for all envs."""
-        hidden = reset_hidden(hidden, episode_starts)  # the buffer stores the state fed into the step
-        act = self.policy.get_action(obs, hidden, episode_starts)
+        """Policy step, env step, truncation bootstrap, episode bookkeeping, the buffer write and the carry for all
+        envs: everything a rollout step does on the device, so that compiled it is one graph (one CUDA-graph
+        replay) with nothing left for the host to launch."""
+        hidden_in = reset_hidden(hidden, episode_starts)  # the buffer stores the state fed into the step
+        act = self.policy.get_action(obs, hidden_in, episode_starts)
         result = self.env.step(act.action)
         # Bootstrap of a time-limit cut: V(final obs) from the state after this step, with no reset.
         truncated_values = self.policy.get_value(result.final_obs, act.hidden, self.no_starts)
         done = result.terminated | result.truncated
         self.episodes.update(result.reward, done)
-        return hidden, act, result, result.reward * self.reward_scale, truncated_values, done
+        self.buffer.write(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value,
+                          rewards=result.reward * self.reward_scale, terminated=result.terminated,
+                          truncated=result.truncated, truncated_values=truncated_values,
+                          episode_starts=episode_starts, hidden=hidden_in)
+        carry_over((obs, *hidden, episode_starts), (result.obs, *act.hidden, done))
 
     @torch.inference_mode()
     def collect(self) -> torch.Tensor:
@@ -66,13 +72,9 @@ class RolloutCollector:
 
     def advance(self) -> None:
         """One step of all envs, written to the buffer at its next position; call under inference mode."""
-        obs, hidden, starts = self.obs, self.hidden, self.episode_starts
+        self.buffer.claim_step()
         cuda_graph_step_begin(self.compile_mode, self.device)
-        hidden_in, act, result, reward, truncated_values, done = self.step(obs, hidden, starts)
-        self.buffer.add(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value, rewards=reward,
-                        terminated=result.terminated, truncated=result.truncated,
-                        truncated_values=truncated_values, episode_starts=starts, hidden=hidden_in)
-        carry_over((obs, *hidden, starts), (result.obs, *act.hidden, done))
+        self.step(self.obs, self.hidden, self.episode_starts)
 
 
 class Evaluator:
