@@ -23,6 +23,18 @@ def compile_fn(fn: F, mode: str, backend: str | Callable = "inductor") -> F:
     return torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode)
 
 
+def compile_step(owner: object, step: str, parts: tuple[str, ...], host_env: bool, mode: str,
+                 backend: str | Callable = "inductor") -> Callable:
+    """The compiled form of `owner.<step>`, a step that calls an env's `step` between its `parts` (methods of
+    `owner`). A device env is traced through: the whole step is one graph. A host env (numpy, Python) cannot
+    be, so each part is compiled in its place on `owner` and the step itself runs eagerly around the env."""
+    if not host_env:
+        return compile_fn(getattr(owner, step), mode, backend)
+    for name in parts:
+        setattr(owner, name, compile_fn(getattr(owner, name), mode, backend))
+    return getattr(owner, step)
+
+
 def uses_cuda_graphs(mode: str, device: torch.device) -> bool:
     return device.type == "cuda" and mode in ("reduce-overhead", "max-autotune")
 

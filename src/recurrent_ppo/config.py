@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from recurrent_ppo.compile import COMPILE_MODES
-from recurrent_ppo.envs import ENVS
+from recurrent_ppo.envs import ENV_CHOICES, is_env_name
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 """The values torch.set_float32_matmul_precision takes."""
@@ -19,7 +19,7 @@ class TrainConfig:
     """Recurrent PPO on a vectorized device env. Defaults train stateless-cartpole to ~500 on a 2-core CPU."""
 
     env: str = "stateless-cartpole"
-    """Environment name (one of recurrent_ppo.envs.ENVS)."""
+    """Environment: one of recurrent_ppo.envs.ENVS (on the device), or gym:<id> for a gymnasium env (on the host)."""
     num_envs: int = 32
     """Parallel environments stepped together."""
     num_steps: int = 128
@@ -113,8 +113,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first invalid setting; returns self."""
-        if self.env not in ENVS:
-            raise ValueError(f"env={self.env!r} is unknown; choose one of {sorted(ENVS)}")
+        if not is_env_name(self.env):
+            raise ValueError(f"env={self.env!r} is unknown; choose {ENV_CHOICES}")
         positive = ("num_envs", "num_steps", "total_steps", "hidden_dim", "num_layers", "seq_len",
                     "num_minibatches", "update_epochs")
         for name in positive:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 
 from recurrent_ppo.buffer import RolloutBuffer
-from recurrent_ppo.compile import compile_fn, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs
-from recurrent_ppo.envs import VectorEnv
+from recurrent_ppo.compile import (
+    compile_fn, compile_step, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs)
+from recurrent_ppo.envs import StepResult, VectorEnv
 from recurrent_ppo.episodes import EpisodeTracker
-from recurrent_ppo.policy import LSTMPolicyBundle, reset_hidden
+from recurrent_ppo.policy import ActionOutput, LSTMPolicyBundle, reset_hidden
 
 
 def carry_over(carry: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -> None:
@@ -41,16 +42,23 @@ class RolloutCollector:
             self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
         if uses_cuda_graphs(compile_mode, self.device):
             mark_static_state(env, episodes, buffer, self)
-        self.step = compile_fn(self._step, compile_mode, compile_backend)
+        self.step = compile_step(self, "_step", ("_act", "_record"), env.steps_on_host, compile_mode, compile_backend)
         self.last_value = compile_fn(policy.get_value, compile_mode, compile_backend)
 
     def _step(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
         """Policy step, env step, truncation bootstrap, episode bookkeeping, the buffer write and the carry for all
-        envs: everything a rollout step does on the device, so that compiled it is one graph (one CUDA-graph
-        replay) with nothing left for the host to launch."""
-        hidden_in = reset_hidden(hidden, episode_starts)  # the buffer stores the state fed into the step
-        act = self.policy.get_action(obs, hidden_in, episode_starts)
+        envs. Through a device env, everything a rollout step does runs on the device: compiled it is one graph
+        (one CUDA-graph replay) with nothing left for the host to launch."""
+        hidden_in, act = self._act(obs, hidden, episode_starts)
         result = self.env.step(act.action)
+        self._record(obs, hidden, episode_starts, hidden_in, act, result)
+
+    def _act(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
+        hidden_in = reset_hidden(hidden, episode_starts)  # the buffer stores the state fed into the step
+        return hidden_in, self.policy.get_action(obs, hidden_in, episode_starts)
+
+    def _record(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor,
+                hidden_in: tuple[torch.Tensor, torch.Tensor], act: ActionOutput, result: StepResult) -> None:
         # Bootstrap of a time-limit cut: V(final obs) from the state after this step, with no reset.
         truncated_values = self.policy.get_value(result.final_obs, act.hidden, self.no_starts)
         done = result.terminated | result.truncated
@@ -91,12 +99,15 @@ class Evaluator:
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
         if uses_cuda_graphs(compile_mode, env.device):
             mark_static_state(env, self)
-        self.step = compile_fn(self._step, compile_mode, compile_backend)
+        self.step = compile_step(self, "_step", ("_act",), env.steps_on_host, compile_mode, compile_backend)
 
     def _step(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
-        act = self.policy.get_action(obs, hidden, episode_starts, deterministic=True)
+        act = self._act(obs, hidden, episode_starts)
         result = self.env.step(act.action)
         return result.obs, act.hidden, result.terminated | result.truncated, result.reward
+
+    def _act(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
+        return self.policy.get_action(obs, hidden, episode_starts, deterministic=True)
 
     @torch.inference_mode()
     def evaluate(self, num_episodes: int, max_steps: int = 100_000) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from recurrent_ppo.telemetry import GPUTelemetry, cuda_index
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"{cfg.env}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    env = re.sub(r"[^A-Za-z0-9._-]", "-", cfg.env)  # gym:CartPole-v1 -> gym-CartPole-v1: no colons in paths
+    return Path("runs") / f"{env}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class Trainer:

@@ -1,4 +1,4 @@
-"""GPU-native vectorized environments, by name."""
+"""Vectorized environments by name: the GPU-native ones in `ENVS`, and any gymnasium env as `gym:<id>`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import torch
 
 from recurrent_ppo.envs.base import StepResult, VectorEnv
 from recurrent_ppo.envs.cartpole import CartPole
+from recurrent_ppo.envs.gym_adapter import PREFIX as GYM_PREFIX
+from recurrent_ppo.envs.gym_adapter import GymVectorEnv
 
 ENVS: dict[str, Callable[[int, torch.device], VectorEnv]] = {
     "cartpole": lambda num_envs, device: CartPole(num_envs, device),
@@ -15,11 +17,23 @@ ENVS: dict[str, Callable[[int, torch.device], VectorEnv]] = {
 }
 
 
+ENV_CHOICES = f"one of {sorted(ENVS)}, or gym:<id> for a gymnasium env (e.g. gym:CartPole-v1)"
+
+
+def is_env_name(name: str) -> bool:
+    """Whether `name` is one of `ENVS` or `gym:<id>`."""
+    return name in ENVS or (name.startswith(GYM_PREFIX) and len(name) > len(GYM_PREFIX))
+
+
 def make_env(name: str, num_envs: int, device: torch.device | str) -> VectorEnv:
-    """Build the vectorized env `name` (one of `ENVS`) with `num_envs` copies on `device`."""
-    if name not in ENVS:
-        raise ValueError(f"unknown env {name!r}; choose one of {sorted(ENVS)}")
+    """Build the vectorized env `name` with `num_envs` copies on `device`: one of `ENVS`, or `gym:<id>` for the
+    gymnasium env `<id>`, seeded from torch's global generator (so `torch.manual_seed` fixes its episodes too)."""
+    if not is_env_name(name):
+        raise ValueError(f"unknown env {name!r}; choose {ENV_CHOICES}")
+    if name.startswith(GYM_PREFIX):
+        seed = int(torch.randint(0, 2**31 - num_envs, ()))
+        return GymVectorEnv(name[len(GYM_PREFIX):], num_envs, torch.device(device), seed=seed)
     return ENVS[name](num_envs, torch.device(device))
 
 
-__all__ = ["ENVS", "CartPole", "StepResult", "VectorEnv", "make_env"]
+__all__ = ["ENVS", "CartPole", "GymVectorEnv", "StepResult", "VectorEnv", "ENV_CHOICES", "is_env_name", "make_env"]

@@ -22,6 +22,9 @@ class VectorEnv(Protocol):
     obs_dim: int
     num_actions: int
     device: torch.device
+    steps_on_host: bool
+    """False for envs whose step is torch ops on `device` (compiled into the rollout step); True for envs that
+    step on the host (gymnasium), which the compiled rollout calls between its graphs."""
 
     def reset(self) -> torch.Tensor:
         """Reset every env; returns `obs [N, obs_dim]`."""

@@ -31,6 +31,7 @@ class CartPole:
     """`num_envs` CartPole-v1 envs; observation [x, x_dot, theta, theta_dot], or [x, theta] when stateless."""
 
     num_actions = 2
+    steps_on_host = False
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu", *, stateless: bool = False,
                  max_episode_steps: int = 500) -> None:
