@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def train_command(args: argparse.Namespace) -> int:
+    from recurrent_ppo import distributed
     from recurrent_ppo.trainer import Trainer
 
     cfg = config_from_args(args)
@@ -78,10 +79,17 @@ def train_command(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"recurrent-ppo train: invalid configuration: {err}", file=sys.stderr)
         return 2
-    trainer = Trainer(cfg)
-    print(f"training {cfg.env} on {trainer.device}: {cfg.num_iterations} iterations of "
-          f"{cfg.num_envs} envs x {cfg.num_steps} steps -> {trainer.run_dir}")
-    summary = trainer.train()
+    try:
+        trainer = Trainer(cfg)
+        if not trainer.group.is_main:  # data-parallel: rank 0 reports for all processes
+            trainer.train()
+            return 0
+        processes = f" in each of {trainer.group.world_size} processes" if trainer.group.parallel else ""
+        print(f"training {cfg.env} on {trainer.device}: {trainer.num_iterations} iterations of "
+              f"{cfg.num_envs} envs x {cfg.num_steps} steps{processes} -> {trainer.run_dir}")
+        summary = trainer.train()
+    finally:
+        distributed.leave()
     print(f"trained {summary['global_step']:,} steps in {summary['train_time_s']:.1f} s "
           f"({summary['sps']:,.0f} steps/s); mean return of the last 100 training episodes "
           f"{summary['episode_return_mean']:.1f}")

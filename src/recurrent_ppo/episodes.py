@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -35,13 +37,16 @@ class EpisodeTracker:
         self.running_return.masked_fill_(done, 0.0)
         self.running_length.masked_fill_(done, 0)
 
-    def summary(self) -> dict[str, float]:
-        """Mean return and length of the last `window` finished episodes (NaN before any); one host read."""
+    def summary(self, combine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """Mean return and length of the last `window` finished episodes (NaN before any); one host read.
+
+        `combine` may map the float64 stats `[finished, counted, return sum, length sum]` first, e.g. to sum them
+        over data-parallel processes, whose means then weigh each process by its counted episodes."""
         count = self.finished.clamp(max=self.window)
         filled = (torch.arange(self.window, device=count.device) < count).double()
-        stats = torch.stack([
-            self.finished.double(),
-            (self.recent_returns[:-1].double() * filled).sum() / count,
-            (self.recent_lengths[:-1].double() * filled).sum() / count,
-        ]).tolist()  # 0/0 gives NaN before the first episode ends
-        return {"episodes": int(stats[0]), "episode_return_mean": stats[1], "episode_length_mean": stats[2]}
+        stats = torch.stack([self.finished.double(), count.double(), (self.recent_returns[:-1].double() * filled).sum(),
+                             (self.recent_lengths[:-1].double() * filled).sum()])
+        finished, counted, return_sum, length_sum = (combine(stats) if combine else stats).tolist()
+        nan = float("nan")
+        return {"episodes": int(finished), "episode_return_mean": return_sum / counted if counted else nan,
+                "episode_length_mean": length_sum / counted if counted else nan}

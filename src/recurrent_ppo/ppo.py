@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -64,8 +65,10 @@ class PPOUpdater:
 
     def __init__(self, policy: LSTMPolicyBundle, optimizer: torch.optim.Optimizer, *, clip_coef: float,
                  vf_coef: float, ent_coef: float, max_grad_norm: float, clip_vloss: bool = True,
-                 norm_adv: bool = True, compile_mode: str = "off", compile_backend: str = "inductor") -> None:
+                 norm_adv: bool = True, compile_mode: str = "off", compile_backend: str = "inductor",
+                 grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None) -> None:
         self.policy, self.optimizer = policy, optimizer
+        self.grad_sync = grad_sync  # data-parallel: averages the gradients over processes before clipping
         self.loss_kwargs = dict(clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef, clip_vloss=clip_vloss,
                                 norm_adv=norm_adv)
         self.max_grad_norm = max_grad_norm
@@ -82,6 +85,8 @@ class PPOUpdater:
         self.optimizer.zero_grad(set_to_none=True)
         loss, terms = self.loss(batch)
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
         self.optimizer.step()
         return torch.cat([terms, grad_norm[None]])

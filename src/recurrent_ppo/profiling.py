@@ -63,20 +63,24 @@ class ProfileSchedule:
 
 
 def default_profile_dir(cfg: TrainConfig) -> Path:
-    return Path("profiles") / f"{cfg.env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from recurrent_ppo.trainer import path_safe
+
+    return Path("profiles") / f"{path_safe(cfg.env)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def check_fits(cfg: TrainConfig, sched: ProfileSchedule) -> None:
-    """Raise ValueError unless the config's run is at least K iterations long.
+def check_fits(cfg: TrainConfig, sched: ProfileSchedule, world_size: int = 1) -> None:
+    """Raise ValueError unless the config's run is at least K iterations long (of `world_size` processes).
 
     The profiled iterations are the first K of the configured run, so the learning-rate schedule is the one
-    training uses; past `num_iterations` the annealed rate would turn negative.
+    training uses; past the run's last iteration the annealed rate would turn negative.
     """
-    if sched.steps > cfg.num_iterations:
+    per_iteration = cfg.batch_size * world_size
+    if sched.steps > cfg.total_steps // per_iteration:
         raise ValueError(
             f"profiling {sched.steps} iterations (wait {sched.wait} + warmup {sched.warmup} + active "
-            f"{sched.active}) needs total_steps >= {sched.steps * cfg.batch_size:,} "
-            f"({sched.steps} x num_envs * num_steps = {cfg.batch_size}); got total_steps={cfg.total_steps:,}"
+            f"{sched.active}) needs total_steps >= {sched.steps * per_iteration:,} ({sched.steps} x "
+            f"num_envs * num_steps{' * processes' if world_size > 1 else ''} = {per_iteration}); "
+            f"got total_steps={cfg.total_steps:,}"
         )
 
 
@@ -89,8 +93,11 @@ def profile_training(cfg: TrainConfig, sched: ProfileSchedule, out_dir: Path, to
     cfg = cfg.validate()
     check_fits(cfg, sched)
     trainer = Trainer(cfg)
+    check_fits(cfg, sched, trainer.group.world_size)
     device = trainer.device
     on_cuda = device.type == "cuda"
+    if trainer.group.parallel:  # under torchrun, a trace per process
+        out_dir = out_dir / f"rank{trainer.group.rank}"
     out_dir.mkdir(parents=True, exist_ok=True)
     trace_path = out_dir / TRACE_FILE
     recorded: dict[str, Any] = {}

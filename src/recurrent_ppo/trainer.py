@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -13,6 +14,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.profiler import record_function
 
+from recurrent_ppo import distributed
 from recurrent_ppo.buffer import RolloutBuffer
 from recurrent_ppo.checkpoint import save_checkpoint
 from recurrent_ppo.config import TrainConfig
@@ -25,9 +27,13 @@ from recurrent_ppo.runlog import RunLogger
 from recurrent_ppo.telemetry import GPUTelemetry, cuda_index
 
 
+def path_safe(name: str) -> str:
+    """`name` with what paths should not hold replaced: gym:CartPole-v1 -> gym-CartPole-v1."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
+
+
 def default_run_dir(cfg: TrainConfig) -> Path:
-    env = re.sub(r"[^A-Za-z0-9._-]", "-", cfg.env)  # gym:CartPole-v1 -> gym-CartPole-v1: no colons in paths
-    return Path("runs") / f"{env}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return Path("runs") / f"{path_safe(cfg.env)}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class Trainer:
@@ -36,13 +42,26 @@ class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg.validate()
         self.device = cfg.resolved_device()
+        # Under torchrun: one process per device, gradients averaged (recurrent_ppo.distributed).
+        self.group = distributed.join(self.device.type)
+        if self.group.parallel and self.device.type == "cuda":
+            if cfg.device not in ("auto", "cuda"):
+                raise ValueError(f"device={cfg.device!r} pins every process to one GPU; under torchrun use "
+                                 f"'auto' or 'cuda', which give process i the device cuda:LOCAL_RANK")
+            self.device = torch.device("cuda", self.group.local_rank)
+            torch.cuda.set_device(self.device)
+        self.num_iterations = cfg.total_steps // (cfg.batch_size * self.group.world_size)
+        if self.num_iterations < 1:
+            raise ValueError(f"total_steps={cfg.total_steps} is less than one rollout of all "
+                             f"{self.group.world_size} processes ({cfg.batch_size} steps each)")
         self.compile_mode = cfg.resolved_compile_mode(self.device)
         torch.set_float32_matmul_precision(cfg.matmul_precision)  # process-wide, as torch has it
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + self.group.rank)  # each process its own episodes; weights come from rank 0
         env = make_env(cfg.env, cfg.num_envs, self.device)
         self.policy_args = dict(obs_dim=env.obs_dim, num_actions=env.num_actions, hidden_dim=cfg.hidden_dim,
                                 num_layers=cfg.num_layers)
         self.policy = LSTMPolicyBundle(**self.policy_args).to(self.device)
+        distributed.broadcast_module(self.policy, self.group)
         # The learning rate is a tensor updated in place, so annealing never changes a traced constant;
         # on CUDA the optimizer is capturable, which tensor learning rates need there.
         self.lr = torch.tensor(cfg.learning_rate, device=self.device)
@@ -58,13 +77,23 @@ class Trainer:
         self.evaluator = Evaluator(self.policy, make_env(cfg.env, cfg.num_envs, self.device), **compile_args)
         self.updater = PPOUpdater(self.policy, self.optimizer, clip_coef=cfg.clip_coef, vf_coef=cfg.vf_coef,
                                   ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
-                                  clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv, **compile_args)
+                                  clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv,
+                                  grad_sync=self._average_gradients if self.group.parallel else None,
+                                  **compile_args)
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
         self.global_step = 0
 
+    def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        distributed.average_gradients(params, self.group)
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Env steps of one iteration, all processes together."""
+        return self.cfg.batch_size * self.group.world_size
+
     def learning_rate_at(self, iteration: int) -> float:
         cfg = self.cfg
-        return cfg.learning_rate * (1.0 - iteration / cfg.num_iterations) if cfg.anneal_lr else cfg.learning_rate
+        return cfg.learning_rate * (1.0 - iteration / self.num_iterations) if cfg.anneal_lr else cfg.learning_rate
 
     def train_iteration(self, iteration: int) -> dict[str, Any]:
         """One rollout, GAE and PPO update; returns the update's mean loss terms and the learning rate used."""
@@ -73,12 +102,17 @@ class Trainer:
         self.lr.fill_(learning_rate)
         with record_function("rollout"):
             last_values = self.collector.collect()
-        self.global_step += cfg.batch_size
+        self.global_step += self.steps_per_iteration
         with record_function("gae"):
             self.buffer.compute_advantages(last_values, cfg.gamma, cfg.gae_lambda)
         with record_function("update"):
             losses = self.updater.update(self.buffer, seq_len=cfg.seq_len, num_minibatches=cfg.num_minibatches,
                                          epochs=cfg.update_epochs)
+        if self.group.parallel:  # each process's means, averaged
+            names = list(losses)
+            means = distributed.all_sum(torch.tensor([losses[n] for n in names], dtype=torch.float64,
+                                                     device=self.device), self.group) / self.group.world_size
+            losses = dict(zip(names, means.tolist()))
         return {"learning_rate": learning_rate, **losses}
 
     def evaluate(self, num_episodes: int) -> float:
@@ -86,37 +120,48 @@ class Trainer:
         return self.evaluator.evaluate(num_episodes)
 
     def train(self) -> dict[str, Any]:
-        """Train for `total_steps`, log every iteration (metrics.jsonl, TensorBoard), checkpoint, then evaluate."""
-        cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device),
-                  "resolved_compile_mode": self.compile_mode}
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        """Train for `total_steps`, log every iteration (metrics.jsonl, TensorBoard), checkpoint, then evaluate.
+        Data-parallel, every process trains and rank 0 alone writes the run folder and evaluates."""
+        cfg, main = self.cfg, self.group.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device),
+                      "resolved_compile_mode": self.compile_mode, "world_size": self.group.world_size}
+            (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), disable=not cfg.progress)
+                            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                            disable=not (cfg.progress and main))
+        combine = (lambda stats: distributed.all_sum(stats, self.group)) if self.group.parallel else None
         start = time.perf_counter()
         record: dict[str, Any] = {}
-        # Telemetry samples on its own thread; the loop only copies its latest reading into each record.
-        with RunLogger(self.run_dir) as run_log, GPUTelemetry(cuda_index(self.device)) as telemetry, progress:
-            task = progress.add_task("steps", total=cfg.num_iterations * cfg.batch_size, status="")
-            for iteration in range(cfg.num_iterations):
+        with contextlib.ExitStack() as stack:
+            run_log = stack.enter_context(RunLogger(self.run_dir)) if main else None
+            # Telemetry samples on its own thread; the loop only copies its latest reading into each record.
+            telemetry = stack.enter_context(GPUTelemetry(cuda_index(self.device))) if main else None
+            stack.enter_context(progress)
+            task = progress.add_task("steps", total=self.num_iterations * self.steps_per_iteration, status="")
+            for iteration in range(self.num_iterations):
                 iter_start = time.perf_counter()
                 metrics = self.train_iteration(iteration)
-                episodes = self.episodes.summary()
+                episodes = self.episodes.summary(combine)
                 now = time.perf_counter()
                 record = {"iteration": iteration, "global_step": self.global_step, **episodes,
-                          "sps": cfg.batch_size / (now - iter_start),
+                          "sps": self.steps_per_iteration / (now - iter_start),
                           "sps_overall": self.global_step / (now - start), "time": now - start, **metrics,
-                          **telemetry.latest()}
-                run_log.write(record)
+                          **(telemetry.latest() if telemetry else {})}
+                if run_log:
+                    run_log.write(record)
                 progress.update(task, completed=self.global_step,
                                 status=f"SPS {record['sps_overall']:,.0f}  "
                                        f"return {episodes['episode_return_mean']:.1f}")
-        checkpoint = self.save()
+        distributed.check_in_sync(self.policy, self.group)
         summary = {"global_step": self.global_step, "train_time_s": time.perf_counter() - start,
                    "episode_return_mean": record.get("episode_return_mean", float("nan")),
                    "sps": record.get("sps_overall", float("nan")), "compile_mode": self.compile_mode,
-                   "checkpoint": str(checkpoint)}
+                   "world_size": self.group.world_size}
+        if not main:
+            return summary
+        summary["checkpoint"] = str(self.save())
         if cfg.eval_episodes:
             summary["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
