@@ -91,3 +91,24 @@ def test_observations_are_copies_not_views_of_the_state():
 def test_unknown_env_is_rejected():
     with pytest.raises(ValueError, match="unknown env 'pong'"):
         make_env("pong", 1, "cpu")
+
+
+def test_cue_memory_pays_only_the_remembered_cue():
+    from recurrent_ppo.envs import CueMemory
+
+    env = CueMemory(64, num_cues=4, delay=3)
+    obs = env.reset()
+    cue = obs[:, :4].argmax(1)
+    assert torch.equal(obs[:, :4].sum(1), torch.ones(64)) and not obs[:, 4].any(), "cue shown, no query yet"
+    for step in range(3):  # blanks, then the query; actions before the query change nothing
+        result = env.step(torch.randint(0, 4, (64,)))
+        assert not result.terminated.any() and torch.equal(result.reward, torch.zeros(64))
+        assert torch.equal(result.final_obs, result.obs)
+        assert not result.obs[:, :4].any() and bool(result.obs[:, 4].all()) == (step == 2)
+    answers = torch.where(torch.arange(64) % 2 == 0, cue, (cue + 1) % 4)  # even envs remember, odd ones do not
+    result = env.step(answers)
+    assert result.terminated.all() and not result.truncated.any()
+    assert torch.equal(result.reward, (torch.arange(64) % 2 == 0).float())
+    assert not result.final_obs.any(), "past the query there is nothing to see"
+    assert torch.equal(result.obs[:, :4].sum(1), torch.ones(64)) and not result.obs[:, 4].any(), "a new cue"
+    assert isinstance(make_env("memory", 2, "cpu"), CueMemory)

@@ -10,10 +10,12 @@ from recurrent_ppo.envs.base import StepResult, VectorEnv
 from recurrent_ppo.envs.cartpole import CartPole
 from recurrent_ppo.envs.gym_adapter import PREFIX as GYM_PREFIX
 from recurrent_ppo.envs.gym_adapter import GymVectorEnv
+from recurrent_ppo.envs.memory import CueMemory
 
 ENVS: dict[str, Callable[[int, torch.device], VectorEnv]] = {
     "cartpole": lambda num_envs, device: CartPole(num_envs, device),
     "stateless-cartpole": lambda num_envs, device: CartPole(num_envs, device, stateless=True),
+    "memory": lambda num_envs, device: CueMemory(num_envs, device),
 }
 
 
@@ -36,4 +38,5 @@ def make_env(name: str, num_envs: int, device: torch.device | str) -> VectorEnv:
     return ENVS[name](num_envs, torch.device(device))
 
 
-__all__ = ["ENVS", "CartPole", "GymVectorEnv", "StepResult", "VectorEnv", "ENV_CHOICES", "is_env_name", "make_env"]
+__all__ = ["ENVS", "ENV_CHOICES", "CartPole", "CueMemory", "GymVectorEnv", "StepResult", "VectorEnv", "is_env_name",
+           "make_env"]
