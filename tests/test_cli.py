@@ -55,3 +55,24 @@ def test_module_entry_point_trains(tmp_path):
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     assert json.loads((run_dir / "config.json").read_text())["num_envs"] == 4
     assert (run_dir / "checkpoint.pt").exists()
+
+
+def test_eval_command_scores_a_saved_policy(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["train", "--env", "cartpole", "--num-envs", "4", "--num-steps", "16", "--seq-len", "4",
+                 "--num-minibatches", "2", "--total-steps", "128", "--hidden-dim", "8", "--eval-episodes", "0",
+                 "--device", "cpu", "--compile-mode", "off", "--no-progress", "--run-dir", str(run_dir)]) == 0
+    capsys.readouterr()
+    returns = []
+    for path in (run_dir, run_dir / "checkpoint.pt"):  # the run folder or the file itself
+        assert main(["eval", str(path), "--episodes", "6", "--num-envs", "3", "--device", "cpu"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("cartpole: deterministic evaluation over 6 episodes on cpu: mean return "), out
+        returns.append(float(out.split("mean return ")[1]))
+    assert returns[0] == returns[1], "same seed, same episodes"
+    assert 1.0 <= returns[0] <= 500.0
+
+
+def test_eval_command_names_a_missing_checkpoint(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nowhere")]) == 2
+    assert f"no checkpoint at {tmp_path / 'nowhere'}" in capsys.readouterr().err

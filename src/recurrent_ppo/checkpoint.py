@@ -29,9 +29,26 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_policy(path: str | Path, device: torch.device | str = "cpu") -> LSTMPolicyBundle:
-    """Rebuild the policy saved by the trainer at `path`."""
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The state the trainer saved at `path`: a checkpoint file, or a run folder holding checkpoint.pt."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
     state = torch.load(path, map_location=device, weights_only=True)
+    missing = {"policy", "policy_args", "config"} - set(state)
+    if missing:
+        raise ValueError(f"{path} is not a recurrent-ppo checkpoint: it lacks {sorted(missing)}")
+    return state
+
+
+def load_policy(path: str | Path, device: torch.device | str = "cpu") -> LSTMPolicyBundle:
+    """Rebuild the policy saved by the trainer at `path` (a checkpoint file or its run folder)."""
+    state = read_checkpoint(path, device)
     policy = LSTMPolicyBundle(**state["policy_args"])
     policy.load_state_dict(state["policy"])
     return policy.to(device)

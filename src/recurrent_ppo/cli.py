@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot = commands.add_parser("plot", help="draw a run's learning curves to a PNG")
     plot.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding metrics.jsonl")
     plot.add_argument("--out", metavar="PATH", default=None, help="PNG to write (default: RUN_DIR/curves.png)")
+    evaluate = commands.add_parser("eval", help="evaluate a saved policy with the deterministic policy",
+                                   formatter_class=HelpFormatter)
+    evaluate.add_argument("path", metavar="PATH", help="checkpoint.pt, or the run folder holding it")
+    evaluate.add_argument("--episodes", type=int, default=100, help="episodes to average")
+    evaluate.add_argument("--num-envs", type=int, default=None, help="envs stepped together (default: the run's)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--seed", type=int, default=1, help="seed of the envs' episodes")
+    evaluate.add_argument("--compile-mode", default="off", help="torch.compile mode of the evaluation step")
     from recurrent_ppo.profiling import add_profile_parser  # profiling builds on this module's flag helpers
 
     add_profile_parser(commands)
@@ -100,6 +108,32 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def eval_command(args: argparse.Namespace) -> int:
+    import torch
+
+    from recurrent_ppo.checkpoint import load_policy, read_checkpoint
+    from recurrent_ppo.envs import make_env
+    from recurrent_ppo.rollout import Evaluator
+
+    try:
+        saved = read_checkpoint(args.path)
+        cfg = TrainConfig(**saved["config"]).replace(device=args.device, seed=args.seed,
+                                                     num_envs=args.num_envs or saved["config"]["num_envs"])
+        if args.episodes < 1 or cfg.num_envs < 1:
+            raise ValueError(f"--episodes and --num-envs must be >= 1, got {args.episodes} and {cfg.num_envs}")
+        device = cfg.resolved_device()
+    except (FileNotFoundError, ValueError, TypeError) as err:
+        print(f"recurrent-ppo eval: {err}", file=sys.stderr)
+        return 2
+    torch.manual_seed(cfg.seed)
+    policy = load_policy(args.path, device)
+    evaluator = Evaluator(policy, make_env(cfg.env, cfg.num_envs, device), compile_mode=args.compile_mode)
+    mean_return = evaluator.evaluate(args.episodes)
+    print(f"{cfg.env}: deterministic evaluation over {args.episodes} episodes on {device}: "
+          f"mean return {mean_return:.1f}")
+    return 0
+
+
 def plot_command(args: argparse.Namespace) -> int:
     from recurrent_ppo.plot import MetricsError, plot_run
 
@@ -116,4 +150,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from recurrent_ppo.profiling import profile_command
 
-    return {"train": train_command, "plot": plot_command, "profile": profile_command}[args.command](args)
+    commands = {"train": train_command, "eval": eval_command, "plot": plot_command, "profile": profile_command}
+    return commands[args.command](args)
