@@ -133,3 +133,52 @@ def test_learns_the_cue_memory_task(tmp_path):
     # No memoryless policy earns more than 0.25 (the cue is gone 8 steps before the query). Eager seeds 1-4
     # evaluated at 1.0, 1.0, 0.9, 1.0 (20 episodes, 2 CPU cores, 2026-11-26); 0.75 leaves room for noise.
     assert summary["eval_return_mean"] >= 0.75, summary
+
+
+def test_crashed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, capsys):
+    from recurrent_ppo.cli import main
+
+    cfg = small_config(tmp_path, total_steps=4 * 16 * 4, checkpoint_every=1, eval_episodes=0)
+    trainer = Trainer(cfg)
+    train_iteration = trainer.train_iteration
+
+    def crash_at_2(iteration):
+        if iteration == 2:
+            raise KeyboardInterrupt  # killed mid-run
+        return train_iteration(iteration)
+
+    monkeypatch.setattr(trainer, "train_iteration", crash_at_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    run = tmp_path / "run"
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert (saved["iteration"], saved["global_step"]) == (2, 128), "checkpointed after each iteration"
+    assert torch.equal(saved["policy"]["actor.weight"], trainer.policy.state_dict()["actor.weight"])
+
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "resuming after iteration 2" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["global_step"] for row in rows] == [64, 128, 192, 256], "one log, continued"
+    assert rows[2]["learning_rate"] == pytest.approx(cfg.learning_rate * 0.5), "the schedule went on"
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert (saved["iteration"], saved["global_step"]) == (4, 256)
+
+    # Finished: only a larger total_steps continues it; what the run trains cannot change.
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "already trained 256 of total_steps=256" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--num-envs", "8"]) == 2
+    assert "--num-envs cannot change when resuming (the run has num_envs=4)" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--total-steps", str(4 * 16 * 5), "--no-progress"]) == 0
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["global_step"] == 320
+
+
+def test_restored_optimizer_follows_the_annealed_learning_rate(tmp_path):
+    first = Trainer(small_config(tmp_path, total_steps=4 * 16 * 4))
+    first.train_iteration(0)
+    state = {"policy": first.policy.state_dict(), "policy_args": first.policy_args, "global_step": 64,
+             "optimizer": first.optimizer.state_dict(), "iteration": 1}
+    second = Trainer(small_config(tmp_path, total_steps=4 * 16 * 4))
+    second.restore(state)
+    second.train_iteration(2)
+    assert second.optimizer.param_groups[0]["lr"] is second.lr
+    assert float(second.lr) == pytest.approx(second.cfg.learning_rate * 0.5)

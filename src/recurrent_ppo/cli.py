@@ -54,11 +54,35 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return base.replace(**changes)
 
 
+# What a resumed run may change: how long it runs and how, never what it trains (env, sizes, PPO settings).
+RESUMABLE = ("total_steps", "checkpoint_every", "eval_episodes", "progress", "device", "compile_mode",
+             "compile_backend", "matmul_precision")
+
+
+def resumed_config(saved: dict, args: argparse.Namespace) -> TrainConfig:
+    """The saved run's configuration with the RESUMABLE flags given applied; any other flag is an error."""
+    if args.preset:
+        raise ValueError("--preset cannot be combined with --resume: the run keeps its configuration")
+    base = TrainConfig(**saved)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
+    fixed = {name: value for name, value in given.items()
+             if name not in RESUMABLE and not (name == "run_dir" and value == args.resume)}
+    if fixed:
+        name = sorted(fixed)[0]
+        raise ValueError(f"--{name.replace('_', '-')} cannot change when resuming (the run has "
+                         f"{name}={getattr(base, name)!r})")
+    return base.replace(**{name: given[name] for name in given if name in RESUMABLE}, run_dir=args.resume)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recurrent-ppo", description="Recurrent (LSTM) PPO on GPU-native envs.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a policy", formatter_class=HelpFormatter)
     train.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration")
+    train.add_argument("--resume", metavar="RUN_DIR", default=None,
+                       help="continue the run in RUN_DIR from its checkpoint, with its configuration; only "
+                            f"{', '.join('--' + f.replace('_', '-') for f in RESUMABLE)} may change")
     add_config_arguments(train)
     plot = commands.add_parser("plot", help="draw a run's learning curves to a PNG")
     plot.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding metrics.jsonl")
@@ -79,22 +103,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_command(args: argparse.Namespace) -> int:
     from recurrent_ppo import distributed
+    from recurrent_ppo.checkpoint import read_checkpoint
     from recurrent_ppo.trainer import Trainer
 
-    cfg = config_from_args(args)
+    saved = None
     try:
+        if args.resume:
+            saved = read_checkpoint(args.resume)
+            cfg = resumed_config(saved["config"], args)
+        else:
+            cfg = config_from_args(args)
         cfg.validate()
-    except ValueError as err:
+    except (FileNotFoundError, ValueError, TypeError) as err:
         print(f"recurrent-ppo train: invalid configuration: {err}", file=sys.stderr)
         return 2
     try:
         trainer = Trainer(cfg)
+        if saved is not None:
+            try:
+                trainer.restore(saved)
+            except ValueError as err:
+                print(f"recurrent-ppo train: cannot resume {args.resume}: {err}", file=sys.stderr)
+                return 2
         if not trainer.group.is_main:  # data-parallel: rank 0 reports for all processes
             trainer.train()
             return 0
         processes = f" in each of {trainer.group.world_size} processes" if trainer.group.parallel else ""
+        start = f", resuming after iteration {trainer.start_iteration}" if trainer.resumed else ""
         print(f"training {cfg.env} on {trainer.device}: {trainer.num_iterations} iterations of "
-              f"{cfg.num_envs} envs x {cfg.num_steps} steps{processes} -> {trainer.run_dir}")
+              f"{cfg.num_envs} envs x {cfg.num_steps} steps{processes}{start} -> {trainer.run_dir}")
         summary = trainer.train()
     finally:
         distributed.leave()

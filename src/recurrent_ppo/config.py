@@ -72,6 +72,8 @@ class TrainConfig:
     matmul_precision: str = "highest"
     """torch.set_float32_matmul_precision for the run: highest (fp32 GEMMs), high (TF32 on NVIDIA GPUs), medium.
     On an H100 the update is GPU-bound on fp32 LSTM GEMMs (README, "Measured"); what high gains is unmeasured."""
+    checkpoint_every: int = 50
+    """Iterations between checkpoints (written atomically over RUN_DIR/checkpoint.pt); 0: only at the end."""
     eval_episodes: int = 100
     """Episodes of the final deterministic evaluation (0 skips it)."""
     progress: bool = True
@@ -137,7 +139,7 @@ class TrainConfig:
         for name in ("learning_rate", "clip_coef", "max_grad_norm", "reward_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
-        for name in ("ent_coef", "vf_coef", "eval_episodes"):
+        for name in ("ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.compile_mode not in ("auto", *COMPILE_MODES):

@@ -23,15 +23,17 @@ class RunLogger:
     """Owns RUN_DIR/metrics.jsonl and a TensorBoard event file in RUN_DIR; `write()` one record per iteration.
 
     Opening a run dir starts its logs afresh: metrics.jsonl is truncated and event files of an earlier run there
-    are removed, since TensorBoard would otherwise draw both runs as one.
+    are removed, since TensorBoard would otherwise draw both runs as one. `resume=True` continues them instead
+    (a resumed run is the same run): records are appended, and earlier event files kept.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, *, resume: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.run_dir.glob("events.out.tfevents.*"):
-            stale.unlink()
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "w")
+        if not resume:
+            for stale in self.run_dir.glob("events.out.tfevents.*"):
+                stale.unlink()
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "a" if resume else "w")
         # flush_secs: a live TensorBoard sees new points within seconds rather than the default two minutes.
         self._writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=10)
 

@@ -82,6 +82,28 @@ class Trainer:
                                   **compile_args)
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
         self.global_step = 0
+        self.start_iteration = 0
+        self.resumed = False
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the run saved in `state` (`checkpoint.read_checkpoint`): weights, optimizer state, step and
+        iteration counts, so the learning-rate schedule goes on where it stopped. The envs and the episode
+        statistics start afresh, and random numbers are reseeded from the seed, the rank and the iteration: a
+        resumed run is reproducible, though not the stream an uninterrupted run would have drawn."""
+        if state["policy_args"] != self.policy_args:
+            raise ValueError(f"the checkpoint's policy {state['policy_args']} does not match this run's "
+                             f"{self.policy_args}")
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # loading replaced the lr tensor that annealing updates in place
+            group["lr"] = self.lr
+        self.global_step = state["global_step"]
+        self.start_iteration = state.get("iteration", self.global_step // self.steps_per_iteration)
+        if self.start_iteration >= self.num_iterations:
+            raise ValueError(f"the run already trained {self.global_step:,} of total_steps={self.cfg.total_steps:,}; "
+                             f"give a larger total_steps to continue it")
+        torch.manual_seed(self.cfg.seed + self.group.rank + 1_000_003 * self.start_iteration)
+        self.resumed = True
 
     def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         distributed.average_gradients(params, self.group)
@@ -132,25 +154,29 @@ class Trainer:
                             TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
                             disable=not (cfg.progress and main))
         combine = (lambda stats: distributed.all_sum(stats, self.group)) if self.group.parallel else None
-        start = time.perf_counter()
+        start, first_step = time.perf_counter(), self.global_step
         record: dict[str, Any] = {}
         with contextlib.ExitStack() as stack:
-            run_log = stack.enter_context(RunLogger(self.run_dir)) if main else None
+            run_log = stack.enter_context(RunLogger(self.run_dir, resume=self.resumed)) if main else None
             # Telemetry samples on its own thread; the loop only copies its latest reading into each record.
             telemetry = stack.enter_context(GPUTelemetry(cuda_index(self.device))) if main else None
             stack.enter_context(progress)
             task = progress.add_task("steps", total=self.num_iterations * self.steps_per_iteration, status="")
-            for iteration in range(self.num_iterations):
+            progress.update(task, completed=self.global_step)
+            for iteration in range(self.start_iteration, self.num_iterations):
                 iter_start = time.perf_counter()
                 metrics = self.train_iteration(iteration)
                 episodes = self.episodes.summary(combine)
                 now = time.perf_counter()
                 record = {"iteration": iteration, "global_step": self.global_step, **episodes,
                           "sps": self.steps_per_iteration / (now - iter_start),
-                          "sps_overall": self.global_step / (now - start), "time": now - start, **metrics,
-                          **(telemetry.latest() if telemetry else {})}
+                          "sps_overall": (self.global_step - first_step) / (now - start), "time": now - start,
+                          **metrics, **(telemetry.latest() if telemetry else {})}
                 if run_log:
                     run_log.write(record)
+                    done = iteration + 1
+                    if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < self.num_iterations:
+                        self.save(done)
                 progress.update(task, completed=self.global_step,
                                 status=f"SPS {record['sps_overall']:,.0f}  "
                                        f"return {episodes['episode_return_mean']:.1f}")
@@ -161,14 +187,15 @@ class Trainer:
                    "world_size": self.group.world_size}
         if not main:
             return summary
-        summary["checkpoint"] = str(self.save())
+        summary["checkpoint"] = str(self.save(self.num_iterations))
         if cfg.eval_episodes:
             summary["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
-    def save(self) -> Path:
+    def save(self, iteration: int) -> Path:
+        """Checkpoint the run after `iteration` iterations, atomically, to RUN_DIR/checkpoint.pt."""
         state = {"policy": self.policy.state_dict(), "policy_args": self.policy_args,
                  "optimizer": self.optimizer.state_dict(), "config": dataclasses.asdict(self.cfg),
-                 "global_step": self.global_step}
+                 "global_step": self.global_step, "iteration": iteration}
         return save_checkpoint(self.run_dir / "checkpoint.pt", state)
