@@ -76,3 +76,14 @@ def test_trainer_runs_compiled_around_a_host_env(tmp_path, compile_mode):
 
 def test_default_run_dir_of_a_gym_env_has_no_colon():
     assert default_run_dir(TrainConfig(env="gym:CartPole-v1")).name.startswith("gym-CartPole-v1-s1-")
+
+
+@pytest.mark.gpu
+def test_host_env_under_cuda_graphs(tmp_path):
+    """The policy step and the bookkeeping as two CUDA-graphed graphs around a host env step."""
+    cfg = TrainConfig(env="gym:CartPole-v1", num_envs=16, num_steps=16, seq_len=4, total_steps=16 * 16 * 3,
+                      hidden_dim=16, num_minibatches=2, update_epochs=1, eval_episodes=16, progress=False,
+                      run_dir=str(tmp_path / "run"), device="cuda", compile_mode="reduce-overhead")
+    summary = Trainer(cfg).train()
+    assert summary["global_step"] == 16 * 16 * 3
+    assert 1.0 <= summary["eval_return_mean"] <= 500.0
