@@ -23,7 +23,8 @@ def small_config(tmp_path, **changes):
     return base.replace(**changes)
 
 
-def test_truncated_values_bootstrap_from_the_state_after_the_step():
+@pytest.mark.parametrize("when", ["after_rollout", "per_step"])
+def test_truncated_values_bootstrap_from_the_state_after_the_step(when):
     policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8)
     env = CartPole(4, stateless=True, max_episode_steps=5)
     buffer = RolloutBuffer(4, 16, env.obs_dim, 1, 8, "cpu")
@@ -36,7 +37,13 @@ def test_truncated_values_bootstrap_from_the_state_after_the_step():
         return result
 
     env.step = spy
-    RolloutCollector(policy, env, buffer, EpisodeTracker(4, torch.device("cpu"))).collect()
+    collector = RolloutCollector(policy, env, buffer, EpisodeTracker(4, torch.device("cpu")))
+    assert collector.bootstrap_rows == 4 * 4, "at most ceil(16 / 5) truncations per env"
+    if when == "per_step":
+        collector.bootstrap_rows = None  # as for an env without a time limit
+    buffer.truncated_values.fill_(float("nan"))
+    collector.collect()
+    collector.check_truncations()
     truncated = buffer.truncated.nonzero().tolist()
     assert len(truncated) >= 8, "a 5-step limit truncates every env several times in 16 steps"
     for env_id, t in truncated:
@@ -51,6 +58,19 @@ def test_truncated_values_bootstrap_from_the_state_after_the_step():
         assert not torch.allclose(expected, from_reset), "the recurrent state must matter for this check"
         if t + 1 < buffer.num_steps:
             assert buffer.episode_starts[env_id, t + 1], "the step after a truncation starts an episode"
+
+
+def test_more_truncations_than_the_limit_allows_fail_loudly():
+    env = CartPole(4, stateless=True, max_episode_steps=3)
+    buffer = RolloutBuffer(4, 16, env.obs_dim, 1, 8, "cpu")
+    collector = RolloutCollector(LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8), env, buffer,
+                                 EpisodeTracker(4, torch.device("cpu")))
+    collector.collect()
+    collector.check_truncations()  # within the bound: silent
+    collector.bootstrap_rows = 1  # as if the env truncated more often than its max_episode_steps says
+    collector.collect()
+    with pytest.raises(RuntimeError, match="truncated more than 1 episodes in a rollout"):
+        collector.check_truncations()
 
 
 def test_train_writes_metrics_checkpoint_and_evaluates(tmp_path):

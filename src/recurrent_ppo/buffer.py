@@ -29,7 +29,8 @@ class RolloutBuffer:
 
     Step t holds: `obs[:, t]` the observation the policy saw, `actions`/`log_probs`/`values` its outputs,
     `rewards`/`terminated`/`truncated` what the env returned for that action, `truncated_values[:, t]`
-    V(final observation) of an episode cut by the time limit at t (read only where `truncated`),
+    V(final observation) of an episode cut by the time limit at t (read only where `truncated`), `final_obs`
+    that final observation where the rollout bootstraps truncations after the fact (else left unwritten),
     `episode_starts[:, t]` whether obs t begins an episode, and `hidden_h`/`hidden_c[:, t]`
     (`[num_envs, num_steps, num_layers, hidden_dim]`) the LSTM state fed INTO step t, after the reset.
 
@@ -66,6 +67,7 @@ class RolloutBuffer:
         self.terminated = alloc(n, t, dtype=torch.bool)
         self.truncated = alloc(n, t, dtype=torch.bool)
         self.truncated_values = alloc(n, t)
+        self.final_obs = alloc(n, t, obs_dim)
         self.episode_starts = alloc(n, t, dtype=torch.bool)
         self.hidden_h = alloc(n, t, num_layers, hidden_dim)
         self.hidden_c = alloc(n, t, num_layers, hidden_dim)
@@ -125,18 +127,23 @@ class RolloutBuffer:
         rewards: torch.Tensor,
         terminated: torch.Tensor,
         truncated: torch.Tensor,
-        truncated_values: torch.Tensor,
+        truncated_values: torch.Tensor | None,
         episode_starts: torch.Tensor,
         hidden: HiddenState,
+        final_obs: torch.Tensor | None = None,
     ) -> None:
         """`add` without the host: writes at the device-side `step_index` and advances it, touching no Python
-        state, so a compiled step can call it (the rollout's does, and calls `claim_step` outside)."""
+        state, so a compiled step can call it (the rollout's does, and calls `claim_step` outside). A rollout
+        that bootstraps truncations after the fact passes `final_obs` and no `truncated_values`."""
         index = self.step_index
         fields = ((self.obs, obs), (self.actions, actions), (self.log_probs, log_probs), (self.values, values),
                   (self.rewards, rewards), (self.terminated, terminated), (self.truncated, truncated),
                   (self.truncated_values, truncated_values), (self.episode_starts, episode_starts),
-                  (self.hidden_h, hidden[0].transpose(0, 1)), (self.hidden_c, hidden[1].transpose(0, 1)))
+                  (self.hidden_h, hidden[0].transpose(0, 1)), (self.hidden_c, hidden[1].transpose(0, 1)),
+                  (self.final_obs, final_obs))
         for stored, step in fields:
+            if step is None:  # truncated_values filled after the rollout, from final_obs
+                continue
             if step.dtype != stored.dtype:  # e.g. float masks into the bool ones
                 step = step.to(stored.dtype)
             stored.index_copy_(1, index, step.unsqueeze(1))

@@ -122,6 +122,14 @@ class LSTMPolicyBundle(nn.Module):
         out, _ = self._core(obs[:, None], episode_starts[:, None], hidden)
         return self.critic(out[:, 0])[:, 0]
 
+    def value_after_step(self, obs: torch.Tensor, hidden: HiddenState, episode_starts: torch.Tensor,
+                         next_obs: torch.Tensor) -> torch.Tensor:
+        """V(next_obs) `[N]` from the state after one step on `obs [N, obs_dim]` from `hidden` (reset where
+        `episode_starts`), with no reset in between: the truncation bootstrap, recomputed from a stored step."""
+        _, after = self._core(obs[:, None], episode_starts[:, None], hidden)
+        out, _ = self._core(next_obs[:, None], torch.zeros_like(episode_starts)[:, None], after)
+        return self.critic(out[:, 0])[:, 0]
+
     def evaluate_actions(
         self,
         obs: torch.Tensor,

@@ -130,6 +130,7 @@ class Trainer:
         with record_function("update"):
             losses = self.updater.update(self.buffer, seq_len=cfg.seq_len, num_minibatches=cfg.num_minibatches,
                                          epochs=cfg.update_epochs)
+        self.collector.check_truncations()  # the update's read has waited for the device already
         if self.group.parallel:  # each process's means, averaged
             names = list(losses)
             means = distributed.all_sum(torch.tensor([losses[n] for n in names], dtype=torch.float64,

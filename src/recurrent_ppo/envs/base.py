@@ -25,6 +25,10 @@ class VectorEnv(Protocol):
     steps_on_host: bool
     """False for envs whose step is torch ops on `device` (compiled into the rollout step); True for envs that
     step on the host (gymnasium), which the compiled rollout calls between its graphs."""
+    max_episode_steps: int | None
+    """A bound on truncations: an episode is truncated only once it has run this many steps. None when the env
+    may truncate at any step. With a bound, the rollout bootstraps truncations once per rollout (few rows)
+    instead of at every step (all envs)."""
 
     def reset(self) -> torch.Tensor:
         """Reset every env; returns `obs [N, obs_dim]`."""

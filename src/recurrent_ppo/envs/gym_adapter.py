@@ -50,6 +50,7 @@ class GymVectorEnv:
         self.device = torch.device(device)
         self.obs_dim = int(np.prod(obs_space.shape))
         self.num_actions = int(action_space.n)
+        self.max_episode_steps = None  # a gymnasium env may truncate for reasons of its own, at any step
         self._seeded = False
 
     def _to_device(self, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:

@@ -31,6 +31,7 @@ class CueMemory:
         self.device = torch.device(device)
         self.obs_dim = num_cues + 1
         self.num_actions = num_cues
+        self.max_episode_steps = delay + 1  # episodes end (terminated) at this length: none is ever truncated
         self.cue = torch.zeros(num_envs, dtype=torch.int64, device=self.device)  # [N]
         self.elapsed = torch.zeros(num_envs, dtype=torch.int64, device=self.device)  # [N] steps taken this episode
 
