@@ -87,29 +87,14 @@ class RolloutBuffer:
     def full(self) -> bool:
         return self.pos == self.num_steps
 
-    def add(
-        self,
-        *,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        log_probs: torch.Tensor,
-        values: torch.Tensor,
-        rewards: torch.Tensor,
-        terminated: torch.Tensor,
-        truncated: torch.Tensor,
-        truncated_values: torch.Tensor,
-        episode_starts: torch.Tensor,
-        hidden: HiddenState,
-    ) -> None:
-        """Write step `pos` for all envs at once: each field is `[num_envs, ...]`; `hidden` is the (h, c)
-        fed into this step (after its reset), each `[num_layers, num_envs, hidden_dim]`.
+    def add(self, **step: torch.Tensor | HiddenState) -> None:
+        """Write step `pos` for all envs at once; the fields are `write`'s: each `[num_envs, ...]`, and `hidden`
+        the (h, c) fed into this step (after its reset), each `[num_layers, num_envs, hidden_dim]`.
 
         Every write is one copy into a preallocated slice: no per-env loop, no host synchronisation.
         """
         self.claim_step()
-        self.write(obs=obs, actions=actions, log_probs=log_probs, values=values, rewards=rewards,
-                   terminated=terminated, truncated=truncated, truncated_values=truncated_values,
-                   episode_starts=episode_starts, hidden=hidden)
+        self.write(**step)
 
     def claim_step(self) -> None:
         """Count the next step on the host, refusing a step past the end; `write` then fills it."""

@@ -44,9 +44,9 @@ class RolloutCollector:
         # quarter of a compiled CPU rollout step, 2026-11-26). With a time limit there can be at most
         # ceil(num_steps / limit) per env in a rollout, so they are bootstrapped after it, over that many rows.
         limit = env.max_episode_steps
-        capacity = None if limit is None else env.num_envs * -(-buffer.num_steps // limit)
-        self.bootstrap_rows = capacity if capacity is not None and 2 * capacity < buffer.num_envs * buffer.num_steps \
-            else None  # after the rollout each row costs two passes: only worth it below half the steps
+        rows = None if limit is None else env.num_envs * -(-buffer.num_steps // limit)
+        # After the rollout each row costs two policy passes: only worth it below half the steps.
+        self.bootstrap_rows = rows if rows is not None and 2 * rows < buffer.num_envs * buffer.num_steps else None
         self.truncation_overflow = torch.zeros((), dtype=torch.bool, device=self.device)
         if uses_cuda_graphs(compile_mode, self.device):
             mark_static_state(env, episodes, buffer, self)
