@@ -46,6 +46,8 @@ def join(device_type: str) -> Group:
     if not dist.is_available() or not (dist.is_initialized() or launched_by_torchrun()):
         return Group()
     if not dist.is_initialized():
+        if device_type == "cuda":  # NCCL binds each process to the device current when it starts
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
 
