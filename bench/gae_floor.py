@@ -5,7 +5,8 @@ device-to-device copy bandwidth (bytes read + written) measured in the same run.
 rewards, values, both masks and truncated_values read once, last_values, and advantages and returns written.
 Each provider is checked against the float64-accumulated reference before it is timed. `triton` is the op as
 called eagerly (its Python and Triton's launcher included); `triton_graph` is the same op replayed from a CUDA
-graph, as a CUDA-graphed step runs it: the kernel's own time plus one launch. On CUDA, times are
+graph, as a CUDA-graphed step runs it: the kernel's own time plus one launch. `copy` is a copy of as many bytes
+(`same_bytes_copy`). On CUDA, times are
 triton.testing.do_bench medians (L2 flushed between runs); on CPU, medians of perf_counter and the Triton
 providers are skipped (the interpreter's timings say nothing), which keeps a CPU run a quick smoke test.
 """
@@ -26,19 +27,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 import benchlib  # noqa: E402
 from cleanrl_baseline import cleanrl_gae  # noqa: E402
 
-from recurrent_ppo.kernels.gae import gae_reference, gae_triton  # noqa: E402
+from recurrent_ppo.kernels.gae import gae_reference, gae_triton, scan_tile  # noqa: E402
 
 GAMMA, LAMBDA = 0.99, 0.95
 CUDA_SIZES = [(n, t) for t in (32, 128, 512) for n in (1024, 4096, 16384, 131072)]
 CPU_SIZES = [(32, 128), (1024, 32)]
 
 
-def time_us(fn: Callable[[], object], device: torch.device) -> float:
+def time_us(fn: Callable[[], object], device: torch.device, rep_ms: int = 200) -> float:
     """Median microseconds of one call."""
     if device.type == "cuda":
         import triton.testing
 
-        return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e3
+        return triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median") * 1e3
     fn()
     samples = []
     for _ in range(20):
@@ -66,6 +67,15 @@ def gae_bytes(inputs: dict[str, torch.Tensor]) -> int:
     read = sum(t.numel() * t.element_size() for t in inputs.values())
     written = 2 * inputs["rewards"].numel() * 4  # float32 advantages and returns
     return read + written
+
+
+def same_bytes_copy(inputs: dict[str, torch.Tensor], device: torch.device) -> Callable[[], None]:
+    """A device-to-device copy moving as many bytes as GAE (half read, half written), timed the same way: what
+    the memory system delivers at this size, launch and ramp-up included, where the floor assumes the full
+    bandwidth from the first byte."""
+    src = torch.empty(gae_bytes(inputs) // 2, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
 
 
 def providers(inputs: dict[str, torch.Tensor], device: torch.device, compile_loop: bool) -> dict[str, Callable]:
@@ -117,22 +127,25 @@ def main(argv: list[str] | None = None) -> int:
     names += ["triton_loop", "triton", "triton_graph"] if device.type == "cuda" else []
     header = f"{'N':>7} {'T':>4} {'floor us':>9}" + "".join(f" {p + ' us':>16}" for p in names)
     if "triton" in names:
-        header += f" {'triton/floor':>13} {'graph/floor':>12} {'cleanrl/graph':>14}"
+        header += f" {'triton/floor':>13} {'graph/floor':>12} {'cleanrl/graph':>14} {'copy us':>8} {'triton/copy':>12}"
     print(header)
     for n, t in sizes:
         inputs = benchlib.gae_inputs(n, t, device)
         floor = max(launch, gae_bytes(inputs) / bandwidth * 1e6)
-        row = {"num_envs": n, "num_steps": t, "floor_us": floor}
+        row = {"num_envs": n, "num_steps": t, "floor_us": floor, "scan_tile": scan_tile(n, t)}
         for provider, fn in providers(inputs, device, (n, t) in compile_sizes).items():
             check(provider, fn, inputs)
             row[f"{provider}_us"] = time_us(fn, device)
+        if device.type == "cuda":
+            row["same_bytes_copy_us"] = time_us(same_bytes_copy(inputs, device), device)
         rows.append(row)
         line = f"{n:>7} {t:>4} {floor:>9.1f}" + "".join(
             f" {row[p + '_us']:>16.1f}" if p + "_us" in row else f" {'-':>16}" for p in names)
         if "triton" in names:
             graph_us = row["triton_graph_us"]
+            copy_us = row["same_bytes_copy_us"]
             line += (f" {row['triton_us'] / floor:>13.2f} {graph_us / floor:>12.2f}"
-                     f" {row['cleanrl_loop_us'] / graph_us:>14.0f}")
+                     f" {row['cleanrl_loop_us'] / graph_us:>14.0f} {copy_us:>8.1f} {row['triton_us'] / copy_us:>12.2f}")
         print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "copy_bytes_per_s": bandwidth,

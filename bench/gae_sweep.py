@@ -1,12 +1,11 @@
-"""Every scan-kernel config at every GAE size, against the floor: `python bench/gae_sweep.py [--json OUT]`.
+"""Every candidate scan-kernel tile at every GAE size, against the floor: `python bench/gae_sweep.py [--json OUT]
+[--write-tiles kernels/gae_tiles.py]`.
 
-What bench/gae_floor.py cannot say: how fast the scan kernel can be at a size, and whether the autotuner finds
-that. Per size, every candidate config (the op's SCAN_TILES and wider ones: fewer envs and longer time tiles per
-program, one pipeline stage) is checked against the float64 reference, captured alone in a CUDA graph and
-timed as gae_floor.py times `triton_graph` (do_bench median, L2 flushed): kernel time plus one graph launch.
-Then two autotuners over the op's configs pick one each: Triton's default ranking (what the op does on its
-first eager call) and ranking by CUDA-graph replays (`do_bench_cudagraph`, the kernel without the launcher).
-The table shows the best candidate, both picks, and each over the floor measured in the same run.
+What bench/gae_floor.py cannot say: how fast the scan kernel can be at a size, and which tile gets there. Per
+size, every candidate tile whose time tile fits the rollout (BLOCK_STEPS <= T) is checked against the float64
+reference, captured alone in a CUDA graph and timed as gae_floor.py times `triton_graph` (do_bench median, L2
+flushed): kernel time plus one graph launch. The table shows the fastest tile and how many are within 2x of the
+floor measured in the same run; `--write-tiles` writes the fastest per size as the op's tile table.
 
 On CPU (TRITON_INTERPRET=1 set before launch) it only checks every candidate through the interpreter at small
 sizes: the tiles' masking and chunking are right whatever the timings would be.
@@ -15,44 +14,42 @@ sizes: the tiles' masking and chunking are right whatever the timings would be.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import triton
 
 sys.path.insert(0, str(Path(__file__).parent))
 import benchlib  # noqa: E402
 from gae_floor import GAMMA, LAMBDA, copy_bandwidth, gae_bytes, launch_us, parse_sizes, time_us  # noqa: E402
 
-from recurrent_ppo.kernels.gae import (  # noqa: E402
-    SCAN_TILES, gae_reference, launch_scan_kernel, scan_config, scan_kernel)
+from recurrent_ppo.kernels.gae import gae_reference, launch_scan_kernel, scan_config, scan_kernel  # noqa: E402
 
 CUDA_SIZES = [(n, t) for t in (32, 128, 512) for n in (1024, 4096, 16384, 131072)]
-CPU_SIZES = [(5, 3), (9, 520)]  # T=520 crosses every time tile's chunk boundary
-# Beyond SCAN_TILES: 1-4 envs per program with whole 128-512-step tiles (more programs where envs are few and
-# time is long), and single-stage variants of the multi-chunk tiles (does software pipelining help or hurt?).
-EXTRA = [(1, 128, 1, None), (2, 128, 2, None), (4, 128, 4, None), (4, 64, 2, None), (8, 64, 2, None),
-         (1, 256, 2, None), (2, 256, 4, None), (4, 256, 4, None), (8, 256, 8, None), (1, 512, 4, None),
-         (2, 512, 4, None), (4, 512, 8, None), (8, 32, 1, 1), (8, 128, 4, 1), (16, 128, 4, 1)]
-CANDIDATES = [(*tile, None) for tile in SCAN_TILES] + EXTRA
+CPU_SIZES = [(5, 33), (9, 520)]  # T=33 fits 32- and 64-step tiles; 520 crosses every tile's chunk boundary
+# (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None), each with V(s_{t+1}) loaded again and shifted out of
+# the value tile. The tiles within 10% of the fastest at some size in two H100 sweeps of 49 (2026-11-26: one env
+# per program up to 128 at 1-16 elements per thread, single-stage variants): small tiles of 1-8 envs won.
+BASE_TILES = [
+    (1, 32, 1, None), (2, 32, 1, None), (4, 32, 1, None), (8, 32, 1, None), (8, 32, 1, 1), (8, 32, 2, None),
+    (16, 32, 2, None), (1, 64, 1, None), (2, 64, 1, None), (4, 64, 1, None), (1, 128, 1, None), (1, 128, 1, 1),
+    (1, 128, 2, None), (2, 128, 2, None), (4, 128, 4, None), (1, 256, 4, None), (1, 512, 4, None), (2, 512, 8, None),
+]
+CANDIDATES = [(*tile, next_from_tile) for tile in BASE_TILES for next_from_tile in (False, True)]
+REP_MS = 60  # per candidate: ~600 timed calls at ~100 us each (the L2 flush included); the median is steady
 
 
-def label(envs: int, steps: int, warps: int, stages: int | None) -> str:
-    return f"{envs}x{steps}/w{warps}" + ("" if stages is None else f"/s{stages}")
+def fits(candidate: tuple, num_steps: int) -> bool:
+    """A time tile longer than the rollout only scans masked lanes: never faster than one that fits."""
+    return candidate[1] <= max(16, triton.next_power_of_2(num_steps))
 
 
-def config_label(config) -> str:
-    kwargs = config.kwargs
-    stages = None if config.num_stages == scan_config(1, 1, 1).num_stages else config.num_stages
-    return label(kwargs["BLOCK_ENVS"], kwargs["BLOCK_STEPS"], config.num_warps, stages)
-
-
-def graph_ranking(fn: Callable[[], object], quantiles) -> list[float]:
-    import triton.testing
-
-    return triton.testing.do_bench_cudagraph(fn, rep=20, quantiles=quantiles)
+def label(envs: int, steps: int, warps: int, stages: int | None, next_from_tile: bool) -> str:
+    return f"{envs}x{steps}/w{warps}" + ("" if stages is None else f"/s{stages}") + ("/g" if next_from_tile else "")
 
 
 def runner(kernel, inputs: dict[str, torch.Tensor], out: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], tuple]:
@@ -85,7 +82,7 @@ def time_candidate(candidate: tuple, inputs: dict[str, torch.Tensor], expected: 
     replay = benchlib.cuda_graphed(run)
     if (error := mismatch(replay(), expected)) is not None:
         raise AssertionError(f"graph replay: {error}")
-    return time_us(replay, device)
+    return time_us(replay, device, rep_ms=REP_MS)
 
 
 def sweep_size(n: int, t: int, device: torch.device, launch: float | None, bandwidth: float | None) -> dict:
@@ -96,7 +93,7 @@ def sweep_size(n: int, t: int, device: torch.device, launch: float | None, bandw
     as_double = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
     expected = gae_reference(**as_double, gamma=GAMMA, lam=LAMBDA)
     row = {"num_envs": n, "num_steps": t, "floor_us": floor, "checked": [], "configs_us": {}, "failed": {}}
-    for candidate in CANDIDATES:
+    for candidate in (c for c in CANDIDATES if fits(c, t)):
         name = label(*candidate)
         try:
             us = time_candidate(candidate, inputs, expected, device)
@@ -106,32 +103,51 @@ def sweep_size(n: int, t: int, device: torch.device, launch: float | None, bandw
         row["checked"].append(name)
         if us is not None:
             row["configs_us"][name] = us
-    if device.type == "cuda":
-        for ranking, do_bench in (("default", None), ("graph", graph_ranking)):
-            tuner = scan_kernel(do_bench=do_bench)
-            out = (torch.empty_like(inputs["rewards"]), torch.empty_like(inputs["rewards"]))
-            runner(tuner, inputs, out)()
-            if (error := mismatch(out, expected)) is not None:
-                row["failed"][f"autotuned, {ranking} ranking"] = error
-            row[f"{ranking}_pick"] = config_label(tuner.best_config)
+    if row["configs_us"]:
+        row["best"] = min(row["configs_us"], key=row["configs_us"].get)
     return row
+
+
+TILES_MODULE = '''"""The GAE scan kernel's tile per size: (num_envs, num_steps) -> (BLOCK_ENVS, BLOCK_STEPS, num_warps,
+num_stages, NEXT_FROM_TILE), num_stages None for Triton's default. `bench/gae_sweep.py --write-tiles` rewrites
+this file: it times every candidate tile at each size and keeps the fastest. Other sizes take the nearest size's
+tile.
+
+Measured on: {measured_on}.
+"""
+
+TILES = {{
+{tiles}}}
+'''
+
+
+def tiles_module(rows: list[dict], measured_on: str) -> str:
+    """gae_tiles.py's text: each size's fastest candidate."""
+    by_label = {label(*candidate): candidate for candidate in CANDIDATES}
+    tiles = {(row["num_envs"], row["num_steps"]): by_label[row["best"]] for row in rows}
+    lines = "".join(f"    {size}: {tile},\n" for size, tile in tiles.items())
+    return TILES_MODULE.format(measured_on=measured_on, tiles=lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--sizes", type=parse_sizes, help="comma-separated NxT sizes (default: per device)")
+    parser.add_argument("--write-tiles", type=Path, metavar="PY",
+                        help="write each size's fastest tile here as the op's table (kernels/gae_tiles.py)")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.write_tiles and device.type != "cuda":
+        parser.error("--write-tiles needs CUDA: the table is what was fastest on a GPU")
     torch.manual_seed(0)
     sizes = args.sizes or (CUDA_SIZES if device.type == "cuda" else CPU_SIZES)
     if device.type == "cuda":
         bandwidth, launch = copy_bandwidth(device), launch_us(device)
         device_name = torch.cuda.get_device_name(device)
-        print(f"{device_name}, torch {torch.__version__}: copy {bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us, "
-              f"{len(CANDIDATES)} candidate configs")
-        print(f"{'N':>7} {'T':>4} {'floor us':>9} {'best':>14} {'us':>7} {'/floor':>6} {'<2x':>4}"
-              f" {'default pick':>14} {'/floor':>6} {'graph pick':>14} {'/floor':>6}")
+        print(f"{device_name}, torch {torch.__version__}, triton {triton.__version__}: copy "
+              f"{bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us, {len(CANDIDATES)} candidate configs")
+        print(f"{'N':>7} {'T':>4} {'floor us':>9} {'best':>14} {'us':>7} {'/floor':>6} {'<2x':>4} {'of':>4}"
+              f" {'2nd':>14} {'us':>7}")
     else:
         bandwidth, launch, device_name = None, None, "cpu"
         print(f"cpu: checking {len(CANDIDATES)} candidate configs through the Triton interpreter (no timings)")
@@ -143,18 +159,24 @@ def main(argv: list[str] | None = None) -> int:
         if not times:
             print(f"{n:>7} {t:>4}: {len(row['checked'])} configs match the float64 reference", flush=True)
         else:
-            floor, best = row["floor_us"], min(times, key=times.get)
+            floor, (best, second) = row["floor_us"], (sorted(times, key=times.get) + ["-"])[:2]
             within = sum(us <= 2 * floor for us in times.values())
-            picks = "".join(f" {row[k]:>14} {times[row[k]] / floor if row[k] in times else float('nan'):>6.2f}"
-                            for k in ("default_pick", "graph_pick"))
             print(f"{n:>7} {t:>4} {floor:>9.1f} {best:>14} {times[best]:>7.1f} {times[best] / floor:>6.2f}"
-                  f" {within:>4}{picks}", flush=True)
+                  f" {within:>4} {len(times):>4} {second:>14} {times.get(second, float('nan')):>7.1f}", flush=True)
         for config, error in row["failed"].items():
             print(f"        FAILED {config}: {error}", flush=True)
     if args.json:
-        report = {"device": device_name, "torch": torch.__version__, "copy_bytes_per_s": bandwidth,
-                  "launch_us": launch, "rows": rows}
+        report = {"device": device_name, "torch": torch.__version__, "triton": triton.__version__,
+                  "copy_bytes_per_s": bandwidth, "launch_us": launch, "rows": rows}
         args.json.write_text(json.dumps(report, indent=2))
+    if args.write_tiles:
+        if missing := [(row["num_envs"], row["num_steps"]) for row in rows if "best" not in row]:
+            print(f"not writing {args.write_tiles}: no candidate ran at {missing}")
+            return 1
+        measured_on = (f"{device_name}, torch {torch.__version__}, triton {triton.__version__}, "
+                       f"{datetime.date.today().isoformat()}, bench/gae_sweep.py")
+        args.write_tiles.write_text(tiles_module(rows, measured_on))
+        print(f"wrote the fastest tile per size to {args.write_tiles}")
     return 1 if any(row["failed"] for row in rows) else 0
 
 

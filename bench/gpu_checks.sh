@@ -2,7 +2,8 @@
 # The GPU checks of issues 3-5 in one run, for a lent GPU machine (bench/README.md):
 #   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [floor-compiled] [bench]
 #   (no part named: all seven, in that order; gpu-tests: the -m gpu tests alone; sweep: every scan-kernel config
-#   at every GAE size, bench/gae_sweep.py; train: `make train`; MODES=off,default: the compile table's modes)
+#   at every GAE size, bench/gae_sweep.py; tiles: the sweep, also rewriting kernels/gae_tiles.py with its fastest
+#   tiles (copied to $OUT); train: `make train`; MODES=off,default: the compile table's modes)
 # Parts run in the order given, each under a timeout: its own cap, or the budget's remaining seconds if fewer
 # (a part left less than its minimum is skipped and says so). Everything printed goes to $OUT/gpu_checks.log;
 # JSON results land beside it: gae_floor.json, compile_table.json, profile_breakdown.json, gae_floor_compiled.json,
@@ -63,6 +64,9 @@ for part in $parts; do
     floor)   run_part floor 30 120 $py bench/gae_floor.py --json "$out/gae_floor.json" ;;
     train)   run_part train 60 240 make train ARGS="--no-progress" ;;  # the README's command, defaults, on CUDA
     sweep)   run_part sweep 60 300 $py bench/gae_sweep.py --json "$out/gae_sweep.json" ;;
+    tiles)   # the sweep, writing its fastest tile per size as the op's table: later parts run with it
+             run_part tiles 60 300 $py bench/gae_sweep.py --json "$out/gae_sweep.json" --write-tiles kernels/gae_tiles.py
+             cp kernels/gae_tiles.py "$out/" ;;
     floor-compiled)  # the compiled torch loop, apart: one inductor compile of a 128-step unrolled loop
              run_part floor-compiled 40 120 $py bench/gae_floor.py --sizes 4096x128 --compile-sizes 4096x128 \
                --json "$out/gae_floor_compiled.json" ;;

@@ -48,7 +48,7 @@ def test_gae(benchmark, profile, gae_case):
     fn = provider_fn(provider, inputs)
 
     start = time.perf_counter()
-    advantages, returns = fn()  # the first call also compiles (compiled_loop) or JITs and autotunes (triton)
+    advantages, returns = fn()  # the first call also compiles (compiled_loop) or JITs (triton)
     benchlib.synchronize(device)
     benchmark.extra_info["first_call_s"] = time.perf_counter() - start
     expected = gae_reference(**inputs, gamma=GAMMA, lam=LAMBDA)

@@ -15,13 +15,18 @@ the recurrence accumulates in float32 whatever the input dtype.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ["SCAN_TILES", "gae", "gae_reference", "gae_triton", "launch_scan_kernel", "scan_config", "scan_kernel"]
+from recurrent_ppo.kernels.gae_tiles import TILES
+
+__all__ = ["Tile", "gae", "gae_reference", "gae_triton", "launch_scan_kernel", "nearest_tile", "scan_config",
+           "scan_kernel", "scan_tile"]
 
 
 def _interpreting() -> bool:
@@ -68,30 +73,13 @@ def _compose(decay_a, delta_a, decay_b, delta_b):
     return decay_a * decay_b, delta_b + decay_b * delta_a
 
 
-# (BLOCK_ENVS, BLOCK_STEPS, num_warps) the autotuner ranks on CUDA; bench/gae_sweep.py times these and more.
-SCAN_TILES = [(8, 32, 1), (16, 32, 2), (32, 32, 4), (64, 32, 4), (16, 64, 4), (32, 64, 4), (64, 64, 8), (8, 128, 4),
-              (16, 128, 4)]
-
-
-def scan_config(envs: int, steps: int, warps: int, stages: int | None = None) -> triton.Config:
-    """A scan-kernel config: tile BLOCK_ENVS x BLOCK_STEPS, `warps` warps, Triton's default stages unless given."""
-    extra = {} if stages is None else {"num_stages": stages}
-    return triton.Config({"BLOCK_ENVS": envs, "BLOCK_STEPS": steps}, num_warps=warps, **extra)
-
-
-def _scan_configs() -> list[triton.Config]:
-    if _interpreting():  # small tiles, so CPU tests cross several time chunks and env blocks
-        return [scan_config(32, 16, 1)]
-    return [scan_config(*tile) for tile in SCAN_TILES]
-
-
 @triton.jit
 def _gae_scan_kernel(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
     advantages_ptr, returns_ptr,
     num_envs, num_steps, stride_env,
     gamma, lam,
-    BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr,
+    BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr,
 ):
     # A program owns BLOCK_ENVS envs and walks time backwards in chunks of BLOCK_STEPS. Each chunk loads whole
     # [envs, steps] tiles (contiguous along time in the env-major layout), builds every step's affine map at
@@ -101,9 +89,10 @@ def _gae_scan_kernel(
     envs = tl.program_id(0) * BLOCK_ENVS + tl.arange(0, BLOCK_ENVS)  # [E]
     env_mask = envs < num_envs
     row = envs.to(tl.int64)[:, None] * stride_env  # [E, 1]
-    last_value = tl.load(last_values_ptr + envs, mask=env_mask, other=0.0).to(tl.float32)[:, None]  # [E, 1]
+    last_value = tl.load(last_values_ptr + envs, mask=env_mask, other=0.0).to(tl.float32)  # [E]
     lane = tl.arange(0, BLOCK_STEPS)[None, :]  # [1, S]
     carry = tl.zeros([BLOCK_ENVS], dtype=tl.float32)  # A at the step after the chunk; A_T = 0
+    later_value = last_value  # V at the step after the chunk
     for start in range(0, num_steps, BLOCK_STEPS):
         t = num_steps - 1 - start - lane  # [1, S], decreasing along the tile
         mask = env_mask[:, None] & (t >= 0)  # [E, S]
@@ -113,11 +102,18 @@ def _gae_scan_kernel(
         value = tl.load(values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         terminated = tl.load(terminated_ptr + offs, mask=mask, other=0).to(tl.float32)
         truncated = tl.load(truncated_ptr + offs, mask=mask, other=0).to(tl.float32)
-        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        # V(s_{t+1}): the neighbouring column, mostly served from cache lines the value tile just brought in.
-        next_value = tl.load(values_ptr + offs + 1, mask=mask & has_next, other=0.0).to(tl.float32)
-        next_value = tl.where(has_next, next_value, last_value)
-        bootstrap = tl.where(truncated != 0.0, truncated_value, next_value)
+        is_truncated = truncated != 0.0
+        # Read only where truncated: rollouts truncate rarely, so most of this tensor's sectors are never fetched.
+        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask & is_truncated, other=0.0).to(tl.float32)
+        if NEXT_FROM_TILE:  # V(s_{t+1}): the value tile's previous lane; lane 0 takes the later chunk's last lane
+            shifted = tl.gather(value, tl.maximum(lane - 1, 0) + tl.zeros([BLOCK_ENVS, BLOCK_STEPS], tl.int32),
+                                axis=1)
+            next_value = tl.where(lane == 0, later_value[:, None], shifted)
+            later_value = tl.sum(tl.where(lane == BLOCK_STEPS - 1, value, 0.0), axis=1)
+        else:  # V(s_{t+1}) loaded again one column over, mostly from the cache lines the value tile brought in
+            next_value = tl.load(values_ptr + offs + 1, mask=mask & has_next, other=0.0).to(tl.float32)
+            next_value = tl.where(has_next, next_value, last_value[:, None])
+        bootstrap = tl.where(is_truncated, truncated_value, next_value)
         delta = reward + gamma * bootstrap * (1.0 - terminated) - value
         decay = gamma * lam * (1.0 - terminated) * (1.0 - truncated)
         # Steps past the start of time (last chunk only) are identity maps: the carry passes through them.
@@ -131,15 +127,48 @@ def _gae_scan_kernel(
         carry = tl.sum(tl.where(lane == BLOCK_STEPS - 1, advantage, 0.0), axis=1)
 
 
-def scan_kernel(configs: list[triton.Config] | None = None, do_bench=None):
-    """The scan kernel under its own autotuner over `configs` (default: the op's) ranked by `do_bench` (Triton's
-    `(fn, quantiles)` signature; default: Triton's benchmarker). One config is launched as given, untimed.
-    The op uses the default; bench/gae_sweep.py builds others to compare tiles and rankings."""
-    return triton.autotune(configs=configs or _scan_configs(), key=["num_envs", "num_steps"],
-                           do_bench=do_bench)(_gae_scan_kernel)
+# (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None for Triton's, NEXT_FROM_TILE)
+Tile = tuple[int, int, int, int | None, bool]
+# Under the interpreter: small tiles, so CPU tests cross several time chunks and env blocks.
+_INTERPRETER_TILE: Tile = (32, 16, 1, None, True)
 
 
-_gae_scan_tuned = scan_kernel()
+def scan_config(envs: int, steps: int, warps: int, stages: int | None = None,
+                next_from_tile: bool = False) -> triton.Config:
+    """A scan-kernel config: tile BLOCK_ENVS x BLOCK_STEPS, `warps` warps, Triton's default stages unless given;
+    V(s_{t+1}) shifted out of the value tile, or loaded again (default)."""
+    extra = {} if stages is None else {"num_stages": stages}
+    return triton.Config({"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile},
+                         num_warps=warps, **extra)
+
+
+def scan_kernel(configs: list[triton.Config]):
+    """The scan kernel under an autotuner over `configs`; one config is launched as given, untimed. The op
+    launches one config per tile (torch.compile traces an autotuner with its launch options, which a bare
+    kernel's num_warps keyword is not guaranteed to be); bench/gae_sweep.py builds one per candidate."""
+    return triton.autotune(configs=configs, key=["num_envs", "num_steps"])(_gae_scan_kernel)
+
+
+def nearest_tile(tiles: dict[tuple[int, int], Tile], num_envs: int, num_steps: int) -> Tile:
+    """The tile of the size in `tiles` nearest to (num_envs, num_steps) in log2 of both, its time tile cut to
+    num_steps rounded up to a power of two (at least 16), so short rollouts do not scan masked lanes."""
+    def distance(size: tuple[int, int]) -> float:
+        return abs(math.log2(max(num_envs, 1) / size[0])) + abs(math.log2(max(num_steps, 1) / size[1]))
+
+    envs, steps, warps, stages, next_from_tile = tiles[min(tiles, key=distance)]
+    return envs, min(steps, max(16, triton.next_power_of_2(num_steps))), warps, stages, next_from_tile
+
+
+@functools.cache  # ~7 us of Python per eager call otherwise
+def scan_tile(num_envs: int, num_steps: int) -> Tile:
+    """The tile the op launches at a size: from the table bench/gae_sweep.py measured (gae_tiles.py); under the
+    interpreter, a small fixed one."""
+    return _INTERPRETER_TILE if _interpreting() else nearest_tile(TILES, num_envs, num_steps)
+
+
+@functools.cache
+def _tile_kernel(tile: Tile):
+    return scan_kernel([scan_config(*tile)])
 
 
 def _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values) -> None:
@@ -221,7 +250,8 @@ def launch_scan_kernel(kernel, *, rewards, values, terminated, truncated, trunca
 def _launch(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
             scan, wrap):
     if scan:
-        launch_scan_kernel(wrap(_gae_scan_tuned), rewards=rewards, values=values, terminated=terminated,
+        kernel = _tile_kernel(scan_tile(*rewards.shape))
+        launch_scan_kernel(wrap(kernel), rewards=rewards, values=values, terminated=terminated,
                            truncated=truncated, truncated_values=truncated_values, last_values=last_values,
                            gamma=gamma, lam=lam, out=(advantages, returns))
         return
@@ -288,8 +318,8 @@ def gae_triton(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton GAE. Inputs must be contiguous; masks may be bool or float; rewards/values any float dtype.
 
-    `kernel="scan"` (default) is the chunked associative-scan kernel with autotuned tiles; `kernel="loop"` the
-    one-lane-per-env sequential loop, kept for comparison in benchmarks.
+    `kernel="scan"` (default) is the chunked associative-scan kernel, its tile measured per size (`scan_tile`);
+    `kernel="loop"` the one-lane-per-env sequential loop, kept for comparison in benchmarks.
 
     Runs on CUDA tensors, and on CPU tensors when TRITON_INTERPRET=1 was set before this module was imported.
     Returns float32 `(advantages, returns)`, written into `out` when given (e.g. the rollout buffer's tensors).

@@ -230,20 +230,44 @@ def test_cleanrl_agent_matches_our_policy_with_resets():
 
 def test_gae_sweep_checks_every_candidate_config(tmp_path):
     """Every tile the sweep would time gives the float64 reference's advantages (the interpreter on CPU), at a
-    size where each time tile crosses a chunk boundary and each env tile is partly masked."""
+    size where each time tile crosses a chunk boundary and each env tile is partly masked; at a short rollout,
+    only the tiles that fit it run."""
     sweep = _load_bench_module("gae_sweep")
     out = tmp_path / "sweep.json"
-    assert sweep.main(["--sizes", "5x3,9x520", "--json", str(out)]) == 0
+    assert sweep.main(["--sizes", "5x33,9x520", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     candidates = [sweep.label(*candidate) for candidate in sweep.CANDIDATES]
-    assert len(set(candidates)) == len(candidates) > len(sweep.SCAN_TILES)
-    assert [row["checked"] for row in rows] == [candidates, candidates]
+    short = [sweep.label(*candidate) for candidate in sweep.CANDIDATES if candidate[1] <= 64]
+    assert len(set(candidates)) == len(candidates) > len(short) > 0
+    assert [row["checked"] for row in rows] == [short, candidates]
     assert [row["failed"] for row in rows] == [{}, {}]
+
+
+def test_gae_tile_table_holds_checked_candidates_for_every_benchmark_size():
+    """The op's table covers the sizes the sweep measures, with tiles from the sweep's (interpreter-checked)
+    candidates, and the sweep writes it back as the same module."""
+    sweep = _load_bench_module("gae_sweep")
+    from recurrent_ppo.kernels import gae_tiles
+
+    assert set(gae_tiles.TILES) == set(sweep.CUDA_SIZES)
+    assert set(gae_tiles.TILES.values()) <= set(sweep.CANDIDATES)
+    rows = [{"num_envs": n, "num_steps": t, "best": sweep.label(*tile)} for (n, t), tile in gae_tiles.TILES.items()]
+    measured_on = gae_tiles.__doc__.split("Measured on: ", 1)[1].rstrip().removesuffix(".")
+    assert sweep.tiles_module(rows, measured_on) == Path(gae_tiles.__file__).read_text()
+
+
+def test_gae_sweep_refuses_to_write_tiles_without_a_gpu(tmp_path):
+    sweep = _load_bench_module("gae_sweep")
+    if torch.cuda.is_available():
+        pytest.skip("the refusal is for CPU machines")
+    with pytest.raises(SystemExit):
+        sweep.main(["--sizes", "5x33", "--write-tiles", str(tmp_path / "tiles.py")])
+    assert not (tmp_path / "tiles.py").exists()
 
 
 def test_gae_sweep_records_a_failing_config_and_goes_on(tmp_path, monkeypatch):
     sweep = _load_bench_module("gae_sweep")
-    monkeypatch.setattr(sweep, "CANDIDATES", [(3, 16, 1, None), (8, 16, 1, None)])  # 3: not a power of two
+    monkeypatch.setattr(sweep, "CANDIDATES", [(3, 16, 1, None, False), (8, 16, 1, None, False)])  # 3: not 2^k
     out = tmp_path / "sweep.json"
     assert sweep.main(["--sizes", "5x20", "--json", str(out)]) == 1
     [row] = json.loads(out.read_text())["rows"]

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from recurrent_ppo.kernels.gae import gae, gae_reference, gae_triton
+from recurrent_ppo.kernels.gae import gae, gae_reference, gae_triton, nearest_tile
+from recurrent_ppo.kernels.gae_tiles import TILES
 from tests.helpers import assert_close
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -124,10 +125,9 @@ def test_float_masks_equal_bool_masks(impl):
     as_float = make_inputs(9, 17, mask_dtype=torch.float32)
     a_bool, _ = IMPLS[impl](**as_bool, gamma=0.99, lam=0.95)
     a_float, _ = IMPLS[impl](**as_float, gamma=0.99, lam=0.95)
-    # The scan kernel is autotuned per input dtypes, so on a GPU the two calls may run different tile sizes,
-    # which associate the scan differently (seen on an H100: 28 of 153 elements apart by up to 4.8e-7).
-    exact = impl != "triton_scan" or not torch.cuda.is_available()
-    assert_close(a_float, a_bool, "advantages", rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
+    # Exact: the tile depends on the size alone, so both calls associate the scan the same way. (When tiles were
+    # autotuned per input dtypes, an H100 put 28 of 153 elements apart by up to 4.8e-7.)
+    assert_close(a_float, a_bool, "advantages", rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -185,6 +185,18 @@ def test_eager_triton_skips_op_dispatch_and_tracers_still_see_the_kernel():
     traced = graph(*inputs.values())
     assert_close(traced[0], expected[0], "traced advantages")
     assert_close(traced[1], expected[1], "traced returns")
+
+
+def test_tile_lookup_takes_the_nearest_measured_size_and_fits_short_rollouts():
+    tiles = {(1024, 32): (16, 32, 2, None, True), (4096, 128): (8, 128, 4, None, False),
+             (131072, 512): (4, 512, 8, 1, False)}
+    for (n, t), tile in tiles.items():
+        assert nearest_tile(tiles, n, t) == tile
+    assert nearest_tile(tiles, 3000, 100) == (8, 128, 4, None, False)  # nearest in log2 of both
+    assert nearest_tile(tiles, 10**6, 2048) == (4, 512, 8, 1, False)  # beyond the table: its corner
+    assert nearest_tile(tiles, 4096, 63) == (8, 64, 4, None, False)  # 128-step tile cut to 64: T rounded up
+    assert nearest_tile(tiles, 1, 1) == (16, 16, 2, None, True)  # never below 16 steps
+    assert nearest_tile(TILES, 4096, 128) == TILES[(4096, 128)]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
