@@ -2,10 +2,11 @@
 [--write-tiles kernels/gae_tiles.py]`.
 
 What bench/gae_floor.py cannot say: how fast the scan kernel can be at a size, and which tile gets there. Per
-size, every candidate tile whose time tile fits the rollout (BLOCK_STEPS <= T) is checked against the float64
-reference, captured alone in a CUDA graph and timed as gae_floor.py times `triton_graph` (do_bench median, L2
-flushed): kernel time plus one graph launch. The table shows the fastest tile and how many are within 2x of the
-floor measured in the same run; `--write-tiles` writes the fastest per size as the op's tile table.
+size, every candidate tile whose time tile fits the rollout (BLOCK_STEPS at most T rounded up to a power of
+two) is checked against the float64 reference, captured alone in a CUDA graph and timed as gae_floor.py times
+`triton_graph` (do_bench median, L2 flushed): kernel time plus one graph launch. The table shows the fastest
+tile and how many are within 2x of the floor measured in the same run; `--write-tiles` writes the fastest per
+size as the op's tile table.
 
 On CPU (TRITON_INTERPRET=1 set before launch) it only checks every candidate through the interpreter at small
 sizes: the tiles' masking and chunking are right whatever the timings would be.
