@@ -6,9 +6,11 @@ rewards, values, both masks and truncated_values read once, last_values, and adv
 Each provider is checked against the float64-accumulated reference before it is timed. `triton` is the op as
 called eagerly (its Python and Triton's launcher included); `triton_graph` is the same op replayed from a CUDA
 graph, as a CUDA-graphed step runs it: the kernel's own time plus one launch. `copy` is a copy of as many bytes
-(`same_bytes_copy`). On CUDA, times are
-triton.testing.do_bench medians (L2 flushed between runs); on CPU, medians of perf_counter and the Triton
-providers are skipped (the interpreter's timings say nothing), which keeps a CPU run a quick smoke test.
+(`same_bytes_copy`). On CUDA, times are triton.testing.do_bench medians (L2 flushed by a 256 MB memset before
+each call); the launch, `triton_graph` and the copy are also timed after a read flush (the `rd` columns,
+`*_read_flush_us`), which leaves L2 without dirty lines to write back (`time_us`). On CPU, medians of
+perf_counter and the Triton providers are skipped (the interpreter's timings say nothing), which keeps a CPU run
+a quick smoke test.
 """
 
 from __future__ import annotations
@@ -34,12 +36,22 @@ CUDA_SIZES = [(n, t) for t in (32, 128, 512) for n in (1024, 4096, 16384, 131072
 CPU_SIZES = [(32, 128), (1024, 32)]
 
 
-def time_us(fn: Callable[[], object], device: torch.device, rep_ms: int = 200) -> float:
-    """Median microseconds of one call."""
+FLUSH_BYTES = 256 << 20  # as do_bench's: several times an H100's or H200's 50-60 MB L2
+
+
+def time_us(fn: Callable[[], object], device: torch.device, rep_ms: int = 200, flush: str = "memset") -> float:
+    """Median microseconds of one call. On CUDA, L2 is flushed before each call: `memset` is do_bench's flush, a
+    256 MB write, which leaves L2 full of dirty lines that the timed call must write back as it evicts them (up
+    to its own bytes again, where they fit in L2); `read` reads 256 MB instead, so L2 holds clean lines and the
+    call pays for its own traffic only."""
+    if flush not in ("memset", "read"):
+        raise ValueError(f"flush={flush!r} must be 'memset' or 'read'")
     if device.type == "cuda":
         import triton.testing
 
-        return triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median") * 1e3
+        if flush == "memset":
+            return triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median") * 1e3
+        return _median_us_after_read_flush(fn, rep_ms)
     fn()
     samples = []
     for _ in range(20):
@@ -47,6 +59,36 @@ def time_us(fn: Callable[[], object], device: torch.device, rep_ms: int = 200) -
         fn()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples) * 1e6
+
+
+def _median_us_after_read_flush(fn: Callable[[], object], rep_ms: int) -> float:
+    """do_bench's loop (estimate, warm up, then one event pair per call) with a read of 256 MB as the flush."""
+    lines = torch.ones(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
+    flush_sum = torch.empty((), dtype=torch.int64, device="cuda")
+
+    def flush() -> None:
+        torch.sum(lines, out=flush_sum)  # reads every line; writes 8 bytes
+
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        flush()
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    repeats = max(1, int(rep_ms / (start.elapsed_time(end) / 5)))
+    for _ in range(max(1, repeats // 8)):  # warm up
+        fn()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for start, end in events:
+        flush()
+        start.record()
+        fn()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in events) * 1e3
 
 
 def copy_bandwidth(device: torch.device) -> float:
@@ -57,10 +99,10 @@ def copy_bandwidth(device: torch.device) -> float:
     return 2 * src.numel() * src.element_size() / (time_us(lambda: dst.copy_(src), device) * 1e-6)
 
 
-def launch_us(device: torch.device) -> float:
+def launch_us(device: torch.device, flush: str = "memset") -> float:
     """Time of the smallest kernel: what any single launch costs."""
     x = torch.zeros(1, device=device)
-    return time_us(lambda: x.add_(1), device)
+    return time_us(lambda: x.add_(1), device, flush=flush)
 
 
 def gae_bytes(inputs: dict[str, torch.Tensor]) -> int:
@@ -119,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     bandwidth, launch = copy_bandwidth(device), launch_us(device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"{name}, torch {torch.__version__}: copy {bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us")
+    cuda = device.type == "cuda"
+    launch_read = launch_us(device, flush="read") if cuda else None
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    print(f"{name}, torch {torch.__version__}: copy {bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us"
+          + (f" ({launch_read:.1f} us after a read flush)" if cuda else ""))
     rows = []
     sizes = args.sizes or (CUDA_SIZES if device.type == "cuda" else CPU_SIZES)
     names = ["cleanrl_loop"] + (["compiled_loop"] if compile_sizes & set(sizes) else [])
@@ -128,16 +173,23 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'N':>7} {'T':>4} {'floor us':>9}" + "".join(f" {p + ' us':>16}" for p in names)
     if "triton" in names:
         header += f" {'triton/floor':>13} {'graph/floor':>12} {'cleanrl/graph':>14} {'copy us':>8} {'triton/copy':>12}"
+        # The same floor, kernel and copy with L2 flushed by a read (clean lines) instead of do_bench's memset.
+        header += f" {'rd floor':>9} {'rd graph/floor':>15} {'rd copy/floor':>14}"
     print(header)
     for n, t in sizes:
         inputs = benchlib.gae_inputs(n, t, device)
         floor = max(launch, gae_bytes(inputs) / bandwidth * 1e6)
         row = {"num_envs": n, "num_steps": t, "floor_us": floor, "scan_tile": scan_tile(n, t)}
-        for provider, fn in providers(inputs, device, (n, t) in compile_sizes).items():
+        fns = providers(inputs, device, (n, t) in compile_sizes)
+        for provider, fn in fns.items():
             check(provider, fn, inputs)
             row[f"{provider}_us"] = time_us(fn, device)
-        if device.type == "cuda":
-            row["same_bytes_copy_us"] = time_us(same_bytes_copy(inputs, device), device)
+        if cuda:
+            copy = same_bytes_copy(inputs, device)
+            row["same_bytes_copy_us"] = time_us(copy, device)
+            row["floor_read_flush_us"] = max(launch_read, gae_bytes(inputs) / bandwidth * 1e6)
+            row["triton_graph_read_flush_us"] = time_us(fns["triton_graph"], device, flush="read")
+            row["same_bytes_copy_read_flush_us"] = time_us(copy, device, flush="read")
         rows.append(row)
         line = f"{n:>7} {t:>4} {floor:>9.1f}" + "".join(
             f" {row[p + '_us']:>16.1f}" if p + "_us" in row else f" {'-':>16}" for p in names)
@@ -146,10 +198,14 @@ def main(argv: list[str] | None = None) -> int:
             copy_us = row["same_bytes_copy_us"]
             line += (f" {row['triton_us'] / floor:>13.2f} {graph_us / floor:>12.2f}"
                      f" {row['cleanrl_loop_us'] / graph_us:>14.0f} {copy_us:>8.1f} {row['triton_us'] / copy_us:>12.2f}")
+            floor_read = row["floor_read_flush_us"]
+            line += (f" {floor_read:>9.1f} {row['triton_graph_read_flush_us'] / floor_read:>15.2f}"
+                     f" {row['same_bytes_copy_read_flush_us'] / floor_read:>14.2f}")
         print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "copy_bytes_per_s": bandwidth,
-                                         "launch_us": launch, "rows": rows}, indent=2))
+                                         "launch_us": launch, "launch_read_flush_us": launch_read, "rows": rows},
+                                        indent=2))
     return 0
 
 

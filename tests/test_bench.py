@@ -267,11 +267,12 @@ def test_gae_sweep_refuses_to_write_tiles_without_a_gpu(tmp_path):
 
 def test_gae_sweep_records_a_failing_config_and_goes_on(tmp_path, monkeypatch):
     sweep = _load_bench_module("gae_sweep")
-    monkeypatch.setattr(sweep, "CANDIDATES", [(3, 16, 1, None, False), (8, 16, 1, None, False)])  # 3: not 2^k
+    # 3 envs: not a power of two, so that tile fails to build
+    monkeypatch.setattr(sweep, "CANDIDATES", [(3, 16, 1, None, False, False), (8, 16, 1, None, False, True)])
     out = tmp_path / "sweep.json"
     assert sweep.main(["--sizes", "5x20", "--json", str(out)]) == 1
     [row] = json.loads(out.read_text())["rows"]
-    assert row["checked"] == ["8x16/w1"] and list(row["failed"]) == ["3x16/w1"]
+    assert row["checked"] == ["8x16/w1/a"] and list(row["failed"]) == ["3x16/w1"]
 
 
 def test_gae_floor_runs_and_reports_each_provider(tmp_path):
@@ -282,3 +283,25 @@ def test_gae_floor_runs_and_reports_each_provider(tmp_path):
     assert report["copy_bytes_per_s"] > 0 and report["launch_us"] > 0
     [row] = report["rows"]
     assert (row["num_envs"], row["num_steps"]) == (8, 16) and row["cleanrl_loop_us"] > 0
+
+
+def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_written(tmp_path):
+    """Compiled for an H100 (sm_90) here, without one: with time ascending along the tile, each thread loads
+    rewards and values and stores both outputs as 16-byte vectors, in fewer memory instructions than the
+    descending tile; and torch.compile's analysis of either kernel finds only advantages and returns written (a
+    failed analysis would have every tensor written, and compiled graphs copy each)."""
+    out = tmp_path / "ptx.json"
+    ascending, descending = (1, 128, 1, None, True, True), (1, 128, 1, None, True, False)
+    proc = subprocess.run([sys.executable, str(BENCH / "gae_ptx.py"), "--tiles", repr(ascending), repr(descending),
+                           "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {tuple(row["tile"]): row for row in json.loads(out.read_text())["rows"]}
+    for row in rows.values():
+        assert row["writes"] == ["advantages_ptr", "returns_ptr"], row
+    vectorized = rows[ascending]["instructions"]
+    assert vectorized["ld.global.v4.b32"] == 2 and vectorized["st.global.v4.b32"] == 2, vectorized
+
+    def global_accesses(counts: dict[str, int]) -> int:
+        return sum(count for name, count in counts.items() if ".global" in name)
+
+    assert global_accesses(vectorized) < global_accesses(rows[descending]["instructions"]) / 2, rows

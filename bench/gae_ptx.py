@@ -1,0 +1,119 @@
+"""What each scan-kernel tile compiles to for a GPU, on any machine: `python bench/gae_ptx.py [--arch 90]
+[--tiles "(1,128,1,None,True,True)" ...] [--json OUT]`.
+
+Triton builds PTX for a named target without a device, so the memory instructions a tile issues can be counted
+on CPU: global loads and stores by width (`ld.global.v4.b32` moves 16 bytes per thread, `ld.global.b8` one),
+warp shuffles, shared-memory traffic and barriers. The kernel is specialized as the op's launches at the
+benchmark sizes are (16-byte aligned tensors, sizes divisible by 16; bool masks, float32 values), so the counts
+are those of the kernel the op runs there. Counts are per program, per time chunk: the loop body appears once.
+
+Each tile also gets the arguments torch.compile's analysis of the kernel finds written (`writes`): a traced op
+functionalizes those. Should the analysis fail, torch assumes every tensor argument written and copies each one
+in compiled graphs; only advantages and returns should appear.
+
+Must run without TRITON_INTERPRET (the interpreter's kernels are not compiled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import collections
+import contextlib
+import json
+import re
+import sys
+import types
+from pathlib import Path
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gae_sweep import CANDIDATES, label  # noqa: E402
+
+from recurrent_ppo.kernels.gae import _gae_scan_kernel, scan_config, scan_kernel  # noqa: E402
+
+ARGUMENT_TYPES = {
+    "rewards_ptr": "*fp32", "values_ptr": "*fp32", "terminated_ptr": "*i1", "truncated_ptr": "*i1",
+    "truncated_values_ptr": "*fp32", "last_values_ptr": "*fp32", "advantages_ptr": "*fp32", "returns_ptr": "*fp32",
+    "num_envs": "i32", "num_steps": "i32", "stride_env": "i32", "gamma": "fp32", "lam": "fp32",
+}
+INSTRUCTION = re.compile(r"\b((?:ld|st)\.(?:global|shared)[\w.]*|shfl|bar\.sync)\b")
+
+
+def compile_tile(tile: tuple, arch: int = 90):
+    """The scan kernel with `tile`'s constexprs and launch options, compiled for sm_{arch}."""
+    envs, steps, warps, stages, next_from_tile, ascending = tile
+    constexprs = {"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile, "ASCENDING": ascending}
+    signature = {**ARGUMENT_TYPES, **{name: "constexpr" for name in constexprs}}
+    # What Triton's launcher specializes at the benchmark sizes: 16-byte aligned pointers, ints divisible by 16.
+    divisible = {(index,): [["tt.divisibility", 16]] for index, name in enumerate(ARGUMENT_TYPES)
+                 if ARGUMENT_TYPES[name] != "fp32"}
+    source = ASTSource(fn=_gae_scan_kernel, signature=signature, constexprs=constexprs, attrs=divisible)
+    options = {"num_warps": warps, **({} if stages is None else {"num_stages": stages})}
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def instruction_counts(ptx: str) -> dict[str, int]:
+    """How often each global/shared load and store form, shuffle and barrier appears in `ptx`."""
+    return dict(sorted(collections.Counter(INSTRUCTION.findall(ptx)).items()))
+
+
+@contextlib.contextmanager
+def target_only_driver(arch: int):
+    """Triton's active driver replaced by one that only names the target: what torch's kernel analysis asks of
+    it, on a machine without the GPU."""
+    target, drivers = GPUTarget("cuda", arch, 32), triton.runtime.driver
+    previous = drivers._active  # reset_active() would build the default driver, which fails without a GPU
+    drivers.set_active(types.SimpleNamespace(get_current_target=lambda: target))
+    try:
+        yield
+    finally:
+        drivers._active = previous
+
+
+def written_arguments(tile: tuple, arch: int = 90) -> list[str]:
+    """The kernel arguments torch.compile's TTIR analysis finds written when the op launches `tile`."""
+    from torch._higher_order_ops import triton_kernel_wrap
+
+    num_envs, num_steps = 64, 128
+    matrix = lambda dtype=torch.float32: torch.zeros(num_envs, num_steps, dtype=dtype)  # noqa: E731
+    kwargs = {"rewards_ptr": matrix(), "values_ptr": matrix(), "terminated_ptr": matrix(torch.bool),
+              "truncated_ptr": matrix(torch.bool), "truncated_values_ptr": matrix(),
+              "last_values_ptr": torch.zeros(num_envs), "advantages_ptr": matrix(), "returns_ptr": matrix(),
+              "num_envs": num_envs, "num_steps": num_steps, "stride_env": num_steps, "gamma": 0.99, "lam": 0.95}
+    kernel = scan_kernel([scan_config(*tile)])
+    with target_only_driver(arch):
+        if hasattr(triton_kernel_wrap, "identify_accessed_tensors"):  # torch 2.13
+            accesses = triton_kernel_wrap.identify_accessed_tensors(kernel, kwargs, {})
+            return sorted(dependency.name for dependency in accesses.read_writes.writes)
+        return sorted(triton_kernel_wrap.identify_mutated_tensors(kernel, kwargs, {}))  # torch 2.11
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 for H100/H200")
+    parser.add_argument("--tiles", nargs="+", type=ast.literal_eval,
+                        help="tiles as (envs, steps, warps, stages, next_from_tile, ascending); default: the sweep's")
+    parser.add_argument("--json", type=Path, help="also write each tile's counts and writes here")
+    args = parser.parse_args(argv)
+    if not isinstance(_gae_scan_kernel, triton.runtime.JITFunction):
+        parser.error("TRITON_INTERPRET=1 is set: interpreted kernels are not compiled")
+    rows = []
+    for tile in args.tiles or CANDIDATES:
+        counts = instruction_counts(compile_tile(tuple(tile), args.arch).asm["ptx"])
+        writes = written_arguments(tuple(tile), args.arch)
+        rows.append({"tile": list(tile), "label": label(*tile), "instructions": counts, "writes": writes})
+        print(f"{label(*tile):>20}  writes {','.join(writes)}  "
+              + "  ".join(f"{name} {count}" for name, count in counts.items()), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"arch": args.arch, "triton": triton.__version__, "torch": torch.__version__,
+                                         "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
