@@ -7,8 +7,9 @@ Each provider is checked against the float64-accumulated reference before it is 
 called eagerly (its Python and Triton's launcher included); `triton_graph` is the same op replayed from a CUDA
 graph, as a CUDA-graphed step runs it: the kernel's own time plus one launch. `copy` is a copy of as many bytes
 (`same_bytes_copy`). On CUDA, times are triton.testing.do_bench medians (L2 flushed by a 256 MB memset before
-each call); the launch, `triton_graph` and the copy are also timed after a read flush (the `rd` columns,
-`*_read_flush_us`), which leaves L2 without dirty lines to write back (`time_us`). On CPU, medians of
+each call); the launch, `triton_graph` and the copy are also timed after a 256 MB read instead, which leaves L2
+without dirty lines to write back (`*_read_flush_us`), and `triton_graph` with no flush at all
+(`triton_graph_warm_us`): a second table sets them side by side (`time_us` says why). On CPU, medians of
 perf_counter and the Triton providers are skipped (the interpreter's timings say nothing), which keeps a CPU run
 a quick smoke test.
 """
@@ -16,6 +17,7 @@ a quick smoke test.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -37,21 +39,25 @@ CPU_SIZES = [(32, 128), (1024, 32)]
 
 
 FLUSH_BYTES = 256 << 20  # as do_bench's: several times an H100's or H200's 50-60 MB L2
+FLUSHES = ("memset", "read", "none")
 
 
 def time_us(fn: Callable[[], object], device: torch.device, rep_ms: int = 200, flush: str = "memset") -> float:
-    """Median microseconds of one call. On CUDA, L2 is flushed before each call: `memset` is do_bench's flush, a
+    """Median microseconds of one call. On CUDA, what runs before each call: `memset` is do_bench's L2 flush, a
     256 MB write, which leaves L2 full of dirty lines that the timed call must write back as it evicts them (up
     to its own bytes again, where they fit in L2); `read` reads 256 MB instead, so L2 holds clean lines and the
-    call pays for its own traffic only."""
-    if flush not in ("memset", "read"):
-        raise ValueError(f"flush={flush!r} must be 'memset' or 'read'")
+    call pays for its own traffic only; `none` leaves L2 warm with the previous call's data (a reference: a
+    flush whose times come out like it did not empty L2)."""
+    if flush not in FLUSHES:
+        raise ValueError(f"flush={flush!r} must be one of {FLUSHES}")
     if device.type == "cuda":
         import triton.testing
 
         if flush == "memset":
             return triton.testing.do_bench(fn, warmup=25, rep=rep_ms, return_mode="median") * 1e3
-        return _median_us_after_read_flush(fn, rep_ms)
+        # With nothing ahead of it, a call would wait on the host's launch; a spin of ~50 us without memory
+        # traffic keeps the GPU busy while the host enqueues the call and its events.
+        return _median_us_cuda(fn, rep_ms, _read_flush() if flush == "read" else lambda: torch.cuda._sleep(100_000))
     fn()
     samples = []
     for _ in range(20):
@@ -61,20 +67,23 @@ def time_us(fn: Callable[[], object], device: torch.device, rep_ms: int = 200, f
     return statistics.median(samples) * 1e6
 
 
-def _median_us_after_read_flush(fn: Callable[[], object], rep_ms: int) -> float:
-    """do_bench's loop (estimate, warm up, then one event pair per call) with a read of 256 MB as the flush."""
+@functools.cache
+def _read_flush() -> Callable[[], None]:
+    """A kernel that reads FLUSH_BYTES and writes 8 bytes."""
     lines = torch.ones(FLUSH_BYTES // 4, dtype=torch.int32, device="cuda")
-    flush_sum = torch.empty((), dtype=torch.int64, device="cuda")
+    total = torch.empty((), dtype=torch.int64, device="cuda")
+    return lambda: torch.sum(lines, out=total)
 
-    def flush() -> None:
-        torch.sum(lines, out=flush_sum)  # reads every line; writes 8 bytes
 
+def _median_us_cuda(fn: Callable[[], object], rep_ms: int, before: Callable[[], object]) -> float:
+    """do_bench's loop (estimate from 5 calls, warm up, then one event pair per call) with `before` run ahead of
+    each timed call in place of its memset."""
     fn()
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
     for _ in range(5):
-        flush()
+        before()
         fn()
     end.record()
     torch.cuda.synchronize()
@@ -83,7 +92,7 @@ def _median_us_after_read_flush(fn: Callable[[], object], rep_ms: int) -> float:
         fn()
     events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
     for start, end in events:
-        flush()
+        before()
         start.record()
         fn()
         end.record()
@@ -149,6 +158,21 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
         raise argparse.ArgumentTypeError(f"sizes must look like 4096x128,1024x32; got {text!r}") from None
 
 
+def print_flush_table(rows: list[dict]) -> None:
+    """The graphed op and the same-bytes copy against the floor, by what ran before each call."""
+    print("Before each call: memset = do_bench's L2 flush (dirty lines left), read = a 256 MB read (clean lines),"
+          " warm = nothing")
+    print(f"{'N':>7} {'T':>4} {'memset: floor':>14} {'graph':>7} {'copy':>7} {'graph/floor':>12} {'copy/floor':>11}"
+          f" {'read: floor':>12} {'graph':>7} {'copy':>7} {'graph/floor':>12} {'copy/floor':>11} {'warm: graph':>12}")
+    for row in rows:
+        memset = (row["floor_us"], row["triton_graph_us"], row["same_bytes_copy_us"])
+        read = (row["floor_read_flush_us"], row["triton_graph_read_flush_us"], row["same_bytes_copy_read_flush_us"])
+        line = f"{row['num_envs']:>7} {row['num_steps']:>4}"
+        for floor, graph, copy in (memset, read):
+            line += f" {floor:>14.1f} {graph:>7.1f} {copy:>7.1f} {graph / floor:>12.2f} {copy / floor:>11.2f}"
+        print(line + f" {row['triton_graph_warm_us']:>12.1f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -173,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'N':>7} {'T':>4} {'floor us':>9}" + "".join(f" {p + ' us':>16}" for p in names)
     if "triton" in names:
         header += f" {'triton/floor':>13} {'graph/floor':>12} {'cleanrl/graph':>14} {'copy us':>8} {'triton/copy':>12}"
-        # The same floor, kernel and copy with L2 flushed by a read (clean lines) instead of do_bench's memset.
-        header += f" {'rd floor':>9} {'rd graph/floor':>15} {'rd copy/floor':>14}"
     print(header)
     for n, t in sizes:
         inputs = benchlib.gae_inputs(n, t, device)
@@ -187,9 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         if cuda:
             copy = same_bytes_copy(inputs, device)
             row["same_bytes_copy_us"] = time_us(copy, device)
+            # After a read flush: the floor with that flush's launch, the graphed op and the copy; and warm.
             row["floor_read_flush_us"] = max(launch_read, gae_bytes(inputs) / bandwidth * 1e6)
             row["triton_graph_read_flush_us"] = time_us(fns["triton_graph"], device, flush="read")
             row["same_bytes_copy_read_flush_us"] = time_us(copy, device, flush="read")
+            row["triton_graph_warm_us"] = time_us(fns["triton_graph"], device, flush="none")
         rows.append(row)
         line = f"{n:>7} {t:>4} {floor:>9.1f}" + "".join(
             f" {row[p + '_us']:>16.1f}" if p + "_us" in row else f" {'-':>16}" for p in names)
@@ -198,10 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             copy_us = row["same_bytes_copy_us"]
             line += (f" {row['triton_us'] / floor:>13.2f} {graph_us / floor:>12.2f}"
                      f" {row['cleanrl_loop_us'] / graph_us:>14.0f} {copy_us:>8.1f} {row['triton_us'] / copy_us:>12.2f}")
-            floor_read = row["floor_read_flush_us"]
-            line += (f" {floor_read:>9.1f} {row['triton_graph_read_flush_us'] / floor_read:>15.2f}"
-                     f" {row['same_bytes_copy_read_flush_us'] / floor_read:>14.2f}")
         print(line, flush=True)
+    if cuda:
+        print_flush_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "copy_bytes_per_s": bandwidth,
                                          "launch_us": launch, "launch_read_flush_us": launch_read, "rows": rows},

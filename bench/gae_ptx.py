@@ -3,9 +3,10 @@
 
 Triton builds PTX for a named target without a device, so the memory instructions a tile issues can be counted
 on CPU: global loads and stores by width (`ld.global.v4.b32` moves 16 bytes per thread, `ld.global.b8` one),
-warp shuffles, shared-memory traffic and barriers. The kernel is specialized as the op's launches at the
-benchmark sizes are (16-byte aligned tensors, sizes divisible by 16; bool masks, float32 values), so the counts
-are those of the kernel the op runs there. Counts are per program, per time chunk: the loop body appears once.
+warp shuffles, shared-memory traffic (`ldmatrix` too: a layout change through shared memory) and barriers.
+The kernel is specialized as the op's launches at the benchmark sizes are (16-byte aligned tensors, sizes
+divisible by 16; bool masks, float32 values), so the counts are those of the kernel the op runs there. Counts
+are per program, per time chunk: the loop body appears once.
 
 Each tile also gets the arguments torch.compile's analysis of the kernel finds written (`writes`): a traced op
 functionalizes those. Should the analysis fail, torch assumes every tensor argument written and copies each one
@@ -41,7 +42,7 @@ ARGUMENT_TYPES = {
     "truncated_values_ptr": "*fp32", "last_values_ptr": "*fp32", "advantages_ptr": "*fp32", "returns_ptr": "*fp32",
     "num_envs": "i32", "num_steps": "i32", "stride_env": "i32", "gamma": "fp32", "lam": "fp32",
 }
-INSTRUCTION = re.compile(r"\b((?:ld|st)\.(?:global|shared)[\w.]*|shfl|bar\.sync)\b")
+INSTRUCTION = re.compile(r"\b((?:ld|st)\.(?:global|shared)[\w.]*|(?:ld|st)matrix[\w.]*|shfl|bar\.sync)\b")
 
 
 def compile_tile(tile: tuple, arch: int = 90):

@@ -35,14 +35,16 @@ CPU_SIZES = [(5, 33), (9, 520)]  # T=33 fits 32- and 64-step tiles; 520 crosses 
 # (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None), each with V(s_{t+1}) loaded again or shifted out of
 # the value tile, and time descending or ascending along the tile. The tiles within 10% of the fastest at some
 # size in two H100 sweeps of 49 (2026-11-26, descending time only: one env per program up to 128 at 1-16
-# elements per thread, single-stage variants): small tiles of 1-8 envs won. Then two for ascending time only:
-# a 256- or 512-step env on one warp keeps the scan over its segments within the warp (no barriers).
+# elements per thread, single-stage variants): small tiles of 1-8 envs won. Then tiles for ascending time only,
+# one env per warp whatever its length, so the scan over an env's segments stays within a warp: a 256- or
+# 512-step env alone in a program, or 4 of them; and 4 warps of 32- or 64-step envs.
 BASE_TILES = [
     (1, 32, 1, None), (2, 32, 1, None), (4, 32, 1, None), (8, 32, 1, None), (8, 32, 1, 1), (8, 32, 2, None),
     (16, 32, 2, None), (1, 64, 1, None), (2, 64, 1, None), (4, 64, 1, None), (1, 128, 1, None), (1, 128, 1, 1),
     (1, 128, 2, None), (2, 128, 2, None), (4, 128, 4, None), (1, 256, 4, None), (1, 512, 4, None), (2, 512, 8, None),
 ]
-ASCENDING_ONLY_TILES = [(1, 256, 1, None), (1, 512, 1, None)]
+ASCENDING_ONLY_TILES = [(1, 256, 1, None), (1, 512, 1, None), (4, 256, 4, None), (4, 512, 4, None),
+                        (16, 32, 4, None), (8, 64, 4, None)]
 CANDIDATES = [(*tile, next_from_tile, ascending) for tile in BASE_TILES for next_from_tile in (False, True)
               for ascending in (False, True)]
 CANDIDATES += [(*tile, next_from_tile, True) for tile in ASCENDING_ONLY_TILES for next_from_tile in (False, True)]
