@@ -6,7 +6,8 @@ on CPU: global loads and stores by width (`ld.global.v4.b32` moves 16 bytes per 
 warp shuffles, shared-memory traffic (`ldmatrix` too: a layout change through shared memory) and barriers.
 The kernel is specialized as the op's launches at the benchmark sizes are (16-byte aligned tensors, sizes
 divisible by 16; bool masks, float32 values), so the counts are those of the kernel the op runs there. Counts
-are per program, per time chunk: the loop body appears once.
+are per program, per time chunk: the loop body appears once. From the cubin (ptxas's output, read with the
+cuobjdump Triton ships): registers per thread, and local memory, where registers spill.
 
 Each tile also gets the arguments torch.compile's analysis of the kernel finds written (`writes`): a traced op
 functionalizes those. Should the analysis fail, torch assumes every tensor argument written and copies each one
@@ -23,7 +24,9 @@ import collections
 import contextlib
 import json
 import re
+import subprocess
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -56,6 +59,20 @@ def compile_tile(tile: tuple, arch: int = 90):
     source = ASTSource(fn=_gae_scan_kernel, signature=signature, constexprs=constexprs, attrs=divisible)
     options = {"num_warps": warps, **({} if stages is None else {"num_stages": stages})}
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def resource_usage(cubin: bytes) -> dict[str, int]:
+    """Registers per thread, and local and shared memory bytes, as cuobjdump reads them off the cubin."""
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "kernel.cubin"
+        path.write_bytes(cubin)
+        report = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(path)], capture_output=True,
+                                text=True, check=True).stdout
+    usage = dict(re.findall(r"\b(REG|LOCAL|SHARED):(\d+)", report))
+    if set(usage) != {"REG", "LOCAL", "SHARED"}:
+        raise RuntimeError(f"cuobjdump's resource usage has no REG, LOCAL and SHARED figures:\n{report}")
+    return {"registers": int(usage["REG"]), "local_bytes": int(usage["LOCAL"]), "shared_bytes": int(usage["SHARED"])}
 
 
 def instruction_counts(ptx: str) -> dict[str, int]:
@@ -105,10 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("TRITON_INTERPRET=1 is set: interpreted kernels are not compiled")
     rows = []
     for tile in args.tiles or CANDIDATES:
-        counts = instruction_counts(compile_tile(tuple(tile), args.arch).asm["ptx"])
+        kernel = compile_tile(tuple(tile), args.arch)
+        counts, usage = instruction_counts(kernel.asm["ptx"]), resource_usage(kernel.asm["cubin"])
         writes = written_arguments(tuple(tile), args.arch)
-        rows.append({"tile": list(tile), "label": label(*tile), "instructions": counts, "writes": writes})
-        print(f"{label(*tile):>20}  writes {','.join(writes)}  "
+        rows.append({"tile": list(tile), "label": label(*tile), "instructions": counts, **usage, "writes": writes})
+        print(f"{label(*tile):>20}  regs {usage['registers']:>3}  local {usage['local_bytes']}  writes "
+              f"{','.join(name.removesuffix('_ptr') for name in writes)}  "
               + "  ".join(f"{name} {count}" for name, count in counts.items()), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"arch": args.arch, "triton": triton.__version__, "torch": torch.__version__,

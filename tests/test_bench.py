@@ -288,8 +288,9 @@ def test_gae_floor_runs_and_reports_each_provider(tmp_path):
 def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_written(tmp_path):
     """Compiled for an H100 (sm_90) here, without one: with time ascending along the tile, each thread loads
     rewards and values and stores both outputs as 16-byte vectors, in fewer memory instructions than the
-    descending tile; and torch.compile's analysis of either kernel finds only advantages and returns written (a
-    failed analysis would have every tensor written, and compiled graphs copy each)."""
+    descending tile, and neither spills registers; and torch.compile's analysis of either kernel finds only
+    advantages and returns written (a failed analysis would have every tensor written, and compiled graphs copy
+    each)."""
     out = tmp_path / "ptx.json"
     ascending, descending = (1, 128, 1, None, True, True), (1, 128, 1, None, True, False)
     proc = subprocess.run([sys.executable, str(BENCH / "gae_ptx.py"), "--tiles", repr(ascending), repr(descending),
@@ -298,6 +299,7 @@ def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_wr
     rows = {tuple(row["tile"]): row for row in json.loads(out.read_text())["rows"]}
     for row in rows.values():
         assert row["writes"] == ["advantages_ptr", "returns_ptr"], row
+        assert row["local_bytes"] == 0 and 0 < row["registers"] <= 255, row  # nothing spills
     vectorized = rows[ascending]["instructions"]
     assert vectorized["ld.global.v4.b32"] == 2 and vectorized["st.global.v4.b32"] == 2, vectorized
 
