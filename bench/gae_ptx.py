@@ -1,5 +1,5 @@
 """What each scan-kernel tile compiles to for a GPU, on any machine: `python bench/gae_ptx.py [--arch 90]
-[--tiles "(1,128,1,None,True,True)" ...] [--json OUT]`.
+[--tiles "(1,128,1,None,True,True,True)" ...] [--json OUT]`.
 
 Triton builds PTX for a named target without a device, so the memory instructions a tile issues can be counted
 on CPU: global loads and stores by width (`ld.global.v4.b32` moves 16 bytes per thread, `ld.global.b8` one),
@@ -50,8 +50,9 @@ INSTRUCTION = re.compile(r"\b((?:ld|st)\.(?:global|shared)[\w.]*|(?:ld|st)matrix
 
 def compile_tile(tile: tuple, arch: int = 90):
     """The scan kernel with `tile`'s constexprs and launch options, compiled for sm_{arch}."""
-    envs, steps, warps, stages, next_from_tile, ascending = tile
-    constexprs = {"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile, "ASCENDING": ascending}
+    envs, steps, warps, stages, next_from_tile, ascending, where_truncated = tile
+    constexprs = {"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile, "ASCENDING": ascending,
+                  "WHERE_TRUNCATED": where_truncated}
     signature = {**ARGUMENT_TYPES, **{name: "constexpr" for name in constexprs}}
     # What Triton's launcher specializes at the benchmark sizes: 16-byte aligned pointers, ints divisible by 16.
     divisible = {(index,): [["tt.divisibility", 16]] for index, name in enumerate(ARGUMENT_TYPES)
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 for H100/H200")
     parser.add_argument("--tiles", nargs="+", type=ast.literal_eval,
-                        help="tiles as (envs, steps, warps, stages, next_from_tile, ascending); default: the sweep's")
+                        help="tiles as (envs, steps, warps, stages, next_from_tile, ascending, where_truncated); "
+                             "default: the sweep's")
     parser.add_argument("--json", type=Path, help="also write each tile's counts and writes here")
     args = parser.parse_args(argv)
     if not isinstance(_gae_scan_kernel, triton.runtime.JITFunction):

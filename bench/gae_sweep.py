@@ -32,22 +32,24 @@ from recurrent_ppo.kernels.gae import gae_reference, launch_scan_kernel, scan_co
 
 CUDA_SIZES = [(n, t) for t in (32, 128, 512) for n in (1024, 4096, 16384, 131072)]
 CPU_SIZES = [(5, 33), (9, 520)]  # T=33 fits 32- and 64-step tiles; 520 crosses every tile's chunk boundary
-# (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None), each with V(s_{t+1}) loaded again or shifted out of
-# the value tile, and time descending or ascending along the tile. The tiles within 10% of the fastest at some
-# size in two H100 sweeps of 49 (2026-11-26, descending time only: one env per program up to 128 at 1-16
-# elements per thread, single-stage variants): small tiles of 1-8 envs won. Then tiles for ascending time only,
-# one env per warp whatever its length, so the scan over an env's segments stays within a warp: a 256- or
-# 512-step env alone in a program, or 4 of them; and 4 warps of 32- or 64-step envs.
-BASE_TILES = [
+# (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None). ASCENDING_TILES: the tiles within 10% of the
+# fastest at some size in two H100 sweeps of 49 (2026-11-26, descending time only: one env per program up to
+# 128 at 1-16 elements per thread, single-stage variants; small tiles of 1-8 envs won), and tiles that hold one
+# env per warp whatever its length, so the scan over an env's segments stays within a warp. DESCENDING_TILES:
+# those that run 5 of that day put in the table (kernels/gae_tiles.py until the next sweep).
+ASCENDING_TILES = [
     (1, 32, 1, None), (2, 32, 1, None), (4, 32, 1, None), (8, 32, 1, None), (8, 32, 1, 1), (8, 32, 2, None),
     (16, 32, 2, None), (1, 64, 1, None), (2, 64, 1, None), (4, 64, 1, None), (1, 128, 1, None), (1, 128, 1, 1),
     (1, 128, 2, None), (2, 128, 2, None), (4, 128, 4, None), (1, 256, 4, None), (1, 512, 4, None), (2, 512, 8, None),
+    (1, 256, 1, None), (1, 512, 1, None), (4, 256, 4, None), (4, 512, 4, None), (16, 32, 4, None), (8, 64, 4, None),
 ]
-ASCENDING_ONLY_TILES = [(1, 256, 1, None), (1, 512, 1, None), (4, 256, 4, None), (4, 512, 4, None),
-                        (16, 32, 4, None), (8, 64, 4, None)]
-CANDIDATES = [(*tile, next_from_tile, ascending) for tile in BASE_TILES for next_from_tile in (False, True)
-              for ascending in (False, True)]
-CANDIDATES += [(*tile, next_from_tile, True) for tile in ASCENDING_ONLY_TILES for next_from_tile in (False, True)]
+DESCENDING_TILES = [(1, 32, 1, None), (2, 32, 1, None), (4, 32, 1, None), (2, 64, 1, None), (1, 128, 1, None),
+                    (1, 128, 1, 1), (1, 512, 4, None)]
+# (*tile, NEXT_FROM_TILE, ASCENDING, WHERE_TRUNCATED): both V(s_{t+1}) sources; truncated_values read whole only
+# with V shifted out of the tile (ascending), the variant with the fewest loads.
+CANDIDATES = [(*tile, next_from_tile, False, True) for tile in DESCENDING_TILES for next_from_tile in (False, True)]
+CANDIDATES += [(*tile, next_from_tile, True, where_truncated) for tile in ASCENDING_TILES
+               for next_from_tile, where_truncated in ((False, True), (True, True), (True, False))]
 REP_MS = 60  # per candidate: ~600 timed calls at ~100 us each (the L2 flush included); the median is steady
 
 
@@ -56,11 +58,12 @@ def fits(candidate: tuple, num_steps: int) -> bool:
     return candidate[1] <= max(16, triton.next_power_of_2(num_steps))
 
 
-def label(envs: int, steps: int, warps: int, stages: int | None, next_from_tile: bool, ascending: bool) -> str:
+def label(envs: int, steps: int, warps: int, stages: int | None, next_from_tile: bool, ascending: bool,
+          where_truncated: bool) -> str:
     """4x32/w1 for a tile of 4 envs x 32 steps on 1 warp; /s1: 1 stage, /g: V(s_{t+1}) from the tile, /a: time
-    ascending along it."""
+    ascending along it, /tv: truncated_values read whole."""
     return (f"{envs}x{steps}/w{warps}" + ("" if stages is None else f"/s{stages}") + ("/g" if next_from_tile else "")
-            + ("/a" if ascending else ""))
+            + ("/a" if ascending else "") + ("" if where_truncated else "/tv"))
 
 
 def runner(kernel, inputs: dict[str, torch.Tensor], out: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], tuple]:
@@ -120,9 +123,9 @@ def sweep_size(n: int, t: int, device: torch.device, launch: float | None, bandw
 
 
 TILES_MODULE = '''"""The GAE scan kernel's tile per size: (num_envs, num_steps) -> (BLOCK_ENVS, BLOCK_STEPS, num_warps,
-num_stages, NEXT_FROM_TILE, ASCENDING), num_stages None for Triton's default. `bench/gae_sweep.py --write-tiles`
-rewrites this file: it times every candidate tile at each size and keeps the fastest. Other sizes take the nearest
-size's tile.
+num_stages, NEXT_FROM_TILE, ASCENDING, WHERE_TRUNCATED), num_stages None for Triton's default.
+`bench/gae_sweep.py --write-tiles` rewrites this file: it times every candidate tile at each size and keeps the
+fastest. Other sizes take the nearest size's tile.
 
 Measured on: {measured_on}.
 """

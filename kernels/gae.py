@@ -74,14 +74,18 @@ def _compose(decay_a, delta_a, decay_b, delta_b):
 
 
 @triton.jit
-def _load_steps(rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask):
+def _load_steps(rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask,
+                WHERE_TRUNCATED: tl.constexpr):
     reward = tl.load(rewards_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     value = tl.load(values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     terminated = tl.load(terminated_ptr + offs, mask=mask, other=0).to(tl.float32)
     truncated = tl.load(truncated_ptr + offs, mask=mask, other=0).to(tl.float32)
-    # Read only where truncated: rollouts truncate rarely, so most of this tensor's sectors are never fetched.
-    truncated_value = tl.load(truncated_values_ptr + offs, mask=mask & (truncated != 0.0), other=0.0).to(tl.float32)
-    return reward, value, terminated, truncated, truncated_value
+    if WHERE_TRUNCATED:  # rollouts truncate rarely, so most of this tensor's sectors are never fetched; but the
+        # load waits for the mask's, a second trip to memory for every warp with a truncated step
+        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask & (truncated != 0.0), other=0.0)
+    else:  # the whole tile, with the other loads: 4 more bytes per step, no second trip
+        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask, other=0.0)
+    return reward, value, terminated, truncated, truncated_value.to(tl.float32)
 
 
 @triton.jit
@@ -124,6 +128,7 @@ def _descending_chunk(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr, returns_ptr,
     row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
     BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr,
+    WHERE_TRUNCATED: tl.constexpr,
 ):
     # Time descends along the tile, so the recurrence is one forward associative scan over it (reverse scans
     # have had wrong-result bugs in Triton). The cost: descending addresses, which Triton loads and stores a
@@ -133,7 +138,7 @@ def _descending_chunk(
     mask = env_mask[:, None] & (t >= 0)  # [E, S]
     offs = row + t
     reward, value, terminated, truncated, truncated_value = _load_steps(
-        rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask)
+        rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask, WHERE_TRUNCATED)
     if NEXT_FROM_TILE:  # V(s_{t+1}): the value tile's previous lane; lane 0 takes the later chunk's last lane
         shifted = tl.gather(value, tl.maximum(lane - 1, 0) + tl.zeros([BLOCK_ENVS, BLOCK_STEPS], tl.int32), axis=1)
         next_value = tl.where(lane == 0, later_value[:, None], shifted)
@@ -154,6 +159,7 @@ def _ascending_chunk(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr, returns_ptr,
     row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
     BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr,
+    WHERE_TRUNCATED: tl.constexpr,
 ):
     # Time ascends along the tile, as in memory, so each thread loads and stores contiguous vectors. The
     # recurrence runs backwards over them without a reverse scan: the tile splits into segments of 4 steps
@@ -167,7 +173,7 @@ def _ascending_chunk(
     mask = env_mask[:, None] & (t >= 0)  # [E, S]
     offs = row + t
     reward, value, terminated, truncated, truncated_value = _load_steps(
-        rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask)
+        rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask, WHERE_TRUNCATED)
     if NEXT_FROM_TILE:  # V(s_{t+1}): the next step in the segment, or the next segment's first; then the later chunk's
         v0, v1, v2, v3 = _split4(value, BLOCK_ENVS, BLOCK_STEPS)
         next_first = tl.gather(v0, tl.minimum(segment + 1, SEGMENTS - 1) + zeros, axis=1)
@@ -206,11 +212,13 @@ def _gae_scan_kernel(
     num_envs, num_steps, stride_env,
     gamma, lam,
     BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr, ASCENDING: tl.constexpr,
+    WHERE_TRUNCATED: tl.constexpr,
 ):
     # A program owns BLOCK_ENVS envs and walks time backwards in chunks of BLOCK_STEPS. Each chunk loads whole
     # [envs, steps] tiles (contiguous along time in the env-major layout), builds every step's affine map at
     # once, and solves the chunk's recurrence with an associative scan; only the carry A between chunks is
-    # sequential. ASCENDING picks how a chunk orders time along its tile (see the two chunk functions).
+    # sequential. ASCENDING picks how a chunk orders time along its tile (see the two chunk functions);
+    # WHERE_TRUNCATED, whether truncated_values is read only where a step is truncated (_load_steps).
     envs = tl.program_id(0) * BLOCK_ENVS + tl.arange(0, BLOCK_ENVS)  # [E]
     env_mask = envs < num_envs
     row = envs.to(tl.int64)[:, None] * stride_env  # [E, 1]
@@ -222,28 +230,30 @@ def _gae_scan_kernel(
             carry, later_value = _ascending_chunk(
                 rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr,
                 returns_ptr, row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
-                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE)
+                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, WHERE_TRUNCATED)
         else:
             carry, later_value = _descending_chunk(
                 rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr,
                 returns_ptr, row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
-                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE)
+                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, WHERE_TRUNCATED)
 
 
-# (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None for Triton's, NEXT_FROM_TILE, ASCENDING)
-Tile = tuple[int, int, int, int | None, bool, bool]
+# (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None for Triton's, NEXT_FROM_TILE, ASCENDING,
+#  WHERE_TRUNCATED)
+Tile = tuple[int, int, int, int | None, bool, bool, bool]
 # Under the interpreter: small tiles, so CPU tests cross several time chunks and env blocks.
-_INTERPRETER_TILE: Tile = (32, 16, 1, None, True, True)
+_INTERPRETER_TILE: Tile = (32, 16, 1, None, True, True, True)
 
 
 def scan_config(envs: int, steps: int, warps: int, stages: int | None = None, next_from_tile: bool = False,
-                ascending: bool = False) -> triton.Config:
+                ascending: bool = False, where_truncated: bool = True) -> triton.Config:
     """A scan-kernel config: tile BLOCK_ENVS x BLOCK_STEPS, `warps` warps, Triton's default stages unless given;
     V(s_{t+1}) shifted out of the value tile, or loaded again (default); time ascending along the tile (vector
-    loads, the recurrence over 4-step segments), or descending (one scan, scalar loads; default)."""
+    loads, the recurrence over 4-step segments), or descending (one scan, scalar loads; default);
+    truncated_values read only where truncated (default), or whole."""
     extra = {} if stages is None else {"num_stages": stages}
     return triton.Config({"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile,
-                          "ASCENDING": ascending}, num_warps=warps, **extra)
+                          "ASCENDING": ascending, "WHERE_TRUNCATED": where_truncated}, num_warps=warps, **extra)
 
 
 def scan_kernel(configs: list[triton.Config]):

@@ -268,11 +268,12 @@ def test_gae_sweep_refuses_to_write_tiles_without_a_gpu(tmp_path):
 def test_gae_sweep_records_a_failing_config_and_goes_on(tmp_path, monkeypatch):
     sweep = _load_bench_module("gae_sweep")
     # 3 envs: not a power of two, so that tile fails to build
-    monkeypatch.setattr(sweep, "CANDIDATES", [(3, 16, 1, None, False, False), (8, 16, 1, None, False, True)])
+    candidates = [(3, 16, 1, None, False, False, True), (8, 16, 1, None, False, True, False)]
+    monkeypatch.setattr(sweep, "CANDIDATES", candidates)
     out = tmp_path / "sweep.json"
     assert sweep.main(["--sizes", "5x20", "--json", str(out)]) == 1
     [row] = json.loads(out.read_text())["rows"]
-    assert row["checked"] == ["8x16/w1/a"] and list(row["failed"]) == ["3x16/w1"]
+    assert row["checked"] == ["8x16/w1/a/tv"] and list(row["failed"]) == ["3x16/w1"]
 
 
 def test_gae_floor_runs_and_reports_each_provider(tmp_path):
@@ -292,7 +293,7 @@ def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_wr
     advantages and returns written (a failed analysis would have every tensor written, and compiled graphs copy
     each)."""
     out = tmp_path / "ptx.json"
-    ascending, descending = (1, 128, 1, None, True, True), (1, 128, 1, None, True, False)
+    ascending, descending = (1, 128, 1, None, True, True, True), (1, 128, 1, None, True, False, True)
     proc = subprocess.run([sys.executable, str(BENCH / "gae_ptx.py"), "--tiles", repr(ascending), repr(descending),
                            "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
