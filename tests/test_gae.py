@@ -146,7 +146,7 @@ def test_float_masks_equal_bool_masks(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_truncated_values_are_read_only_where_truncated(impl):
+def test_truncated_values_are_used_only_where_truncated(impl):
     inputs = make_inputs(9, 21)
     clean, _ = IMPLS[impl](**inputs, gamma=0.99, lam=0.95)
     inputs["truncated_values"] = torch.where(inputs["truncated"], inputs["truncated_values"], float("nan"))
