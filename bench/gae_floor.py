@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     for n, t in sizes:
         inputs = benchlib.gae_inputs(n, t, device)
-        floor = max(launch, gae_bytes(inputs) / bandwidth * 1e6)
+        bytes_us = gae_bytes(inputs) / bandwidth * 1e6
+        floor = max(launch, bytes_us)
         row = {"num_envs": n, "num_steps": t, "floor_us": floor, "scan_tile": scan_tile(n, t)}
         fns = providers(inputs, device, (n, t) in compile_sizes)
         for provider, fn in fns.items():
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             copy = same_bytes_copy(inputs, device)
             row["same_bytes_copy_us"] = time_us(copy, device)
             # After a read flush: the floor with that flush's launch, the graphed op and the copy; and warm.
-            row["floor_read_flush_us"] = max(launch_read, gae_bytes(inputs) / bandwidth * 1e6)
+            row["floor_read_flush_us"] = max(launch_read, bytes_us)
             row["triton_graph_read_flush_us"] = time_us(fns["triton_graph"], device, flush="read")
             row["same_bytes_copy_read_flush_us"] = time_us(copy, device, flush="read")
             row["triton_graph_warm_us"] = time_us(fns["triton_graph"], device, flush="none")
