@@ -26,11 +26,11 @@ import triton
 
 sys.path.insert(0, str(Path(__file__).parent))
 import benchlib  # noqa: E402
-from gae_floor import GAMMA, LAMBDA, copy_bandwidth, gae_bytes, launch_us, parse_sizes, time_us  # noqa: E402
+from gae_floor import (CUDA_SIZES, GAMMA, LAMBDA, copy_bandwidth, gae_bytes, launch_us, parse_sizes,  # noqa: E402
+                       time_us)
 
 from recurrent_ppo.kernels.gae import gae_reference, launch_scan_kernel, scan_config, scan_kernel  # noqa: E402
 
-CUDA_SIZES = [(n, t) for t in (32, 128, 512) for n in (1024, 4096, 16384, 131072)]
 CPU_SIZES = [(5, 33), (9, 520)]  # T=33 fits 32- and 64-step tiles; 520 crosses every tile's chunk boundary
 # (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None). ASCENDING_TILES: the tiles within 10% of the
 # fastest at some size in two H100 sweeps of 49 (2026-11-26, descending time only: one env per program up to
