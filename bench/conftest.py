@@ -57,7 +57,7 @@ def pytest_generate_tests(metafunc):
             if (n, t) in profile.gae_compiled_sizes:
                 params.append(_mode_param(profile, "default", ("compiled_loop", n, t), f"compiled_loop-{size}"))
             marks = [] if profile.device == "cuda" else [pytest.mark.skip(reason="triton GAE: CUDA only")]
-            for provider in ("triton", "triton_loop", "triton_graph"):
+            for provider in ("triton", "triton_loop", "triton_graph", "triton_graph_adv"):
                 params.append(pytest.param((provider, n, t), id=f"{provider}-{size}", marks=marks))
         metafunc.parametrize("gae_case", params)
     if "compile_mode" in metafunc.fixturenames:

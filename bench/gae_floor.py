@@ -7,12 +7,14 @@ provider is checked against the float64-accumulated reference before it is timed
 eagerly (its Python and Triton's launcher included); `triton_graph` is the same op replayed from a CUDA graph, as a
 CUDA-graphed step runs it: the kernel's own time plus one launch. `graph/gfloor` sets it against the floor whose
 launch is also replayed from a graph (`floor_graph_launch_us`): the acceptance's floor uses the plain launch. `copy`
-is a copy of as many bytes (`same_bytes_copy`). On CUDA, times are triton.testing.do_bench medians (L2 flushed by a
-256 MB memset before each call); the launch, `triton_graph` and the copy are also timed after a 256 MB read instead,
-which leaves L2 without dirty lines to write back (`*_read_flush_us`), and `triton_graph` with no flush at all
-(`triton_graph_warm_us`): a second table sets them side by side (`time_us` says why). On CPU, medians of
-perf_counter and the Triton providers are skipped (the interpreter's timings say nothing), which keeps a CPU run a
-quick smoke test.
+is a copy of as many bytes (`same_bytes_copy`). `triton_graph_adv` is `triton_graph` with `returns=False`, the op
+as the trainer calls it: advantages alone, 4 bytes per step fewer written, so its floor (`floor_adv_us`) and copy
+count those bytes; a third table sets it against them. On CUDA, times are triton.testing.do_bench medians (L2
+flushed by a 256 MB memset before each call); the launch, `triton_graph` and the copy are also timed after a 256 MB
+read instead, which leaves L2 without dirty lines to write back (`*_read_flush_us`), and `triton_graph` with no
+flush at all (`triton_graph_warm_us`): a second table sets them side by side (`time_us` says why). On CPU, medians
+of perf_counter and the Triton providers are skipped (the interpreter's timings say nothing), which keeps a CPU run
+a quick smoke test.
 """
 
 from __future__ import annotations
@@ -117,17 +119,17 @@ def launch_us(device: torch.device, flush: str = "memset", graphed: bool = False
     return time_us(fn, device, flush=flush)
 
 
-def gae_bytes(inputs: dict[str, torch.Tensor]) -> int:
+def gae_bytes(inputs: dict[str, torch.Tensor], returns: bool = True) -> int:
     read = sum(t.numel() * t.element_size() for t in inputs.values())
-    written = 2 * inputs["rewards"].numel() * 4  # float32 advantages and returns
+    written = (2 if returns else 1) * inputs["rewards"].numel() * 4  # float32 advantages (and returns)
     return read + written
 
 
-def same_bytes_copy(inputs: dict[str, torch.Tensor], device: torch.device) -> Callable[[], None]:
+def same_bytes_copy(inputs: dict[str, torch.Tensor], device: torch.device, returns: bool = True) -> Callable[[], None]:
     """A device-to-device copy moving as many bytes as GAE (half read, half written), timed the same way: what
     the memory system delivers at this size, launch and ramp-up included, where the floor assumes the full
     bandwidth from the first byte."""
-    src = torch.empty(gae_bytes(inputs) // 2, dtype=torch.uint8, device=device)
+    src = torch.empty(gae_bytes(inputs, returns) // 2, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
     return lambda: dst.copy_(src)
 
@@ -142,11 +144,13 @@ def providers(inputs: dict[str, torch.Tensor], device: torch.device, compile_loo
         fns["triton"] = lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA)
         # As a CUDA-graphed training step runs it: without the op's Python and Triton's launcher per call.
         fns["triton_graph"] = benchlib.cuda_graphed(lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA))
+        fns["triton_graph_adv"] = benchlib.cuda_graphed(
+            lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA, returns=False))
     return fns
 
 
 def check(name: str, fn: Callable, inputs: dict[str, torch.Tensor]) -> None:
-    advantages, _ = fn()
+    advantages, _ = fn()  # returns are A + V, computed from the same advantages (tests/test_gae.py checks them)
     expected, _ = gae_reference(**{k: v.double() if v.is_floating_point() else v for k, v in inputs.items()},
                                 gamma=GAMMA, lam=LAMBDA)
     torch.testing.assert_close(advantages.double(), expected, rtol=1e-4, atol=1e-4,
@@ -176,6 +180,19 @@ def print_flush_table(rows: list[dict]) -> None:
         print(line + f" {row['triton_graph_warm_us']:>12.1f}")
 
 
+def print_advantages_only_table(rows: list[dict]) -> None:
+    """The op as the trainer calls it (returns=False) against its own floor and a copy of its own bytes."""
+    print("Advantages only (returns=False, the trainer's call): 4 bytes per step fewer written")
+    print(f"{'N':>7} {'T':>4} {'floor':>7} {'adv':>7} {'copy':>7} {'adv/floor':>10} {'copy/floor':>11}"
+          f" {'adv/graph':>10} {'read: floor':>12} {'adv':>7} {'adv/floor':>10}")
+    for row in rows:
+        floor, adv, copy = row["floor_adv_us"], row["triton_graph_adv_us"], row["same_bytes_copy_adv_us"]
+        read_floor, read_adv = row["floor_adv_read_flush_us"], row["triton_graph_adv_read_flush_us"]
+        print(f"{row['num_envs']:>7} {row['num_steps']:>4} {floor:>7.1f} {adv:>7.1f} {copy:>7.1f} {adv / floor:>10.2f}"
+              f" {copy / floor:>11.2f} {adv / row['triton_graph_us']:>10.2f} {read_floor:>12.1f} {read_adv:>7.1f}"
+              f" {read_adv / read_floor:>10.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -198,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     sizes = args.sizes or (CUDA_SIZES if device.type == "cuda" else CPU_SIZES)
     names = ["cleanrl_loop"] + (["compiled_loop"] if compile_sizes & set(sizes) else [])
-    names += ["triton_loop", "triton", "triton_graph"] if device.type == "cuda" else []
-    header = f"{'N':>7} {'T':>4} {'floor us':>9}" + "".join(f" {p + ' us':>16}" for p in names)
+    names += ["triton_loop", "triton", "triton_graph", "triton_graph_adv"] if device.type == "cuda" else []
+    width = {p: max(16, len(p) + 3) for p in names}
+    header = f"{'N':>7} {'T':>4} {'floor us':>9}" + "".join(f" {p + ' us':>{width[p]}}" for p in names)
     if "triton" in names:
         header += (f" {'triton/floor':>13} {'graph/floor':>12} {'graph/gfloor':>13} {'cleanrl/graph':>14}"
                    f" {'copy us':>8} {'triton/copy':>12}")
@@ -222,9 +240,15 @@ def main(argv: list[str] | None = None) -> int:
             row["triton_graph_read_flush_us"] = time_us(fns["triton_graph"], device, flush="read")
             row["same_bytes_copy_read_flush_us"] = time_us(copy, device, flush="read")
             row["triton_graph_warm_us"] = time_us(fns["triton_graph"], device, flush="none")
+            # Advantages alone: their own floor (fewer bytes) and a copy of as many bytes.
+            adv_bytes_us = gae_bytes(inputs, returns=False) / bandwidth * 1e6
+            row["floor_adv_us"] = max(launch, adv_bytes_us)
+            row["floor_adv_read_flush_us"] = max(launch_read, adv_bytes_us)
+            row["same_bytes_copy_adv_us"] = time_us(same_bytes_copy(inputs, device, returns=False), device)
+            row["triton_graph_adv_read_flush_us"] = time_us(fns["triton_graph_adv"], device, flush="read")
         rows.append(row)
         line = f"{n:>7} {t:>4} {floor:>9.1f}" + "".join(
-            f" {row[p + '_us']:>16.1f}" if p + "_us" in row else f" {'-':>16}" for p in names)
+            f" {row[p + '_us']:>{width[p]}.1f}" if p + "_us" in row else f" {'-':>{width[p]}}" for p in names)
         if "triton" in names:
             graph_us = row["triton_graph_us"]
             copy_us = row["same_bytes_copy_us"]
@@ -234,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line, flush=True)
     if cuda:
         print_flush_table(rows)
+        print_advantages_only_table(rows)
     if args.json:
         args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "copy_bytes_per_s": bandwidth,
                                          "launch_us": launch, "launch_read_flush_us": launch_read,

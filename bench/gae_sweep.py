@@ -1,12 +1,13 @@
 """Every candidate scan-kernel tile at every GAE size, against the floor: `python bench/gae_sweep.py [--json OUT]
-[--write-tiles kernels/gae_tiles.py]`.
+[--advantages-only] [--write-tiles kernels/gae_tiles.py]`.
 
 What bench/gae_floor.py cannot say: how fast the scan kernel can be at a size, and which tile gets there. Per
 size, every candidate tile whose time tile fits the rollout (BLOCK_STEPS at most T rounded up to a power of
 two) is checked against the float64 reference, captured alone in a CUDA graph and timed as gae_floor.py times
 `triton_graph` (do_bench median, L2 flushed): kernel time plus one graph launch. The table shows the fastest
 tile and how many are within 2x of the floor measured in the same run; `--write-tiles` writes the fastest per
-size as the op's tile table.
+size as the op's tile table. `--advantages-only` times the kernel as the trainer launches it (`returns=False`:
+advantages written alone), against that op's floor; the table then serves both calls.
 
 On CPU (TRITON_INTERPRET=1 set before launch) it only checks every candidate through the interpreter at small
 sizes: the tiles' masking and chunking are right whatever the timings would be.
@@ -66,8 +67,8 @@ def label(envs: int, steps: int, warps: int, stages: int | None, next_from_tile:
             + ("/a" if ascending else "") + ("" if where_truncated else "/tv"))
 
 
-def runner(kernel, inputs: dict[str, torch.Tensor], out: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], tuple]:
-    def run() -> tuple[torch.Tensor, torch.Tensor]:
+def runner(kernel, inputs: dict[str, torch.Tensor], out: tuple) -> Callable[[], tuple]:
+    def run() -> tuple:
         launch_scan_kernel(kernel, **inputs, gamma=GAMMA, lam=LAMBDA, out=out)
         return out
     return run
@@ -76,6 +77,8 @@ def runner(kernel, inputs: dict[str, torch.Tensor], out: tuple[torch.Tensor, tor
 def mismatch(out: tuple[torch.Tensor, torch.Tensor], expected: tuple[torch.Tensor, torch.Tensor]) -> str | None:
     """How `out` differs from the float64 reference, or None where it matches."""
     for got, want, what in zip(out, expected, ("advantages", "returns")):
+        if got is None:  # advantages only
+            continue
         try:
             torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
         except AssertionError as error:
@@ -83,34 +86,38 @@ def mismatch(out: tuple[torch.Tensor, torch.Tensor], expected: tuple[torch.Tenso
     return None
 
 
-def time_candidate(candidate: tuple, inputs: dict[str, torch.Tensor], expected: tuple, device: torch.device) -> float:
+def time_candidate(candidate: tuple, inputs: dict[str, torch.Tensor], expected: tuple, device: torch.device,
+                   returns: bool = True) -> float:
     """Check one config (eagerly, then replayed from a CUDA graph on CUDA) and time its replays; None on CPU."""
-    out = (torch.full_like(inputs["rewards"], float("nan")), torch.full_like(inputs["rewards"], float("nan")))
+    poisoned = lambda: torch.full_like(inputs["rewards"], float("nan"))  # noqa: E731
+    out = (poisoned(), poisoned() if returns else None)
     run = runner(scan_kernel([scan_config(*candidate)]), inputs, out)
     if (error := mismatch(run(), expected)) is not None:
         raise AssertionError(error)
     if device.type != "cuda":
         return None
     for tensor in out:
-        tensor.fill_(float("nan"))
+        if tensor is not None:
+            tensor.fill_(float("nan"))
     replay = benchlib.cuda_graphed(run)
     if (error := mismatch(replay(), expected)) is not None:
         raise AssertionError(f"graph replay: {error}")
     return time_us(replay, device, rep_ms=REP_MS)
 
 
-def sweep_size(n: int, t: int, device: torch.device, launch: float | None, bandwidth: float | None) -> dict:
+def sweep_size(n: int, t: int, device: torch.device, launch: float | None, bandwidth: float | None,
+               returns: bool = True) -> dict:
     """One size's row. A config that fails (wrong result, out of resources) is recorded under `failed` and the
     sweep goes on: one bad tile must not cost the rest of a lent GPU's minutes."""
     inputs = benchlib.gae_inputs(n, t, device)
-    floor = max(launch, gae_bytes(inputs) / bandwidth * 1e6) if bandwidth else None
+    floor = max(launch, gae_bytes(inputs, returns) / bandwidth * 1e6) if bandwidth else None
     as_double = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
     expected = gae_reference(**as_double, gamma=GAMMA, lam=LAMBDA)
     row = {"num_envs": n, "num_steps": t, "floor_us": floor, "checked": [], "configs_us": {}, "failed": {}}
     for candidate in (c for c in CANDIDATES if fits(c, t)):
         name = label(*candidate)
         try:
-            us = time_candidate(candidate, inputs, expected, device)
+            us = time_candidate(candidate, inputs, expected, device, returns)
         except Exception as error:  # noqa: BLE001 - recorded, reported, and the exit status says so
             row["failed"][name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             continue
@@ -147,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--sizes", type=parse_sizes, help="comma-separated NxT sizes (default: per device)")
+    parser.add_argument("--advantages-only", action="store_true",
+                        help="time the kernel writing advantages alone (returns=False), as the trainer calls it")
     parser.add_argument("--write-tiles", type=Path, metavar="PY",
                         help="write each size's fastest tile here as the op's table (kernels/gae_tiles.py)")
     args = parser.parse_args(argv)
@@ -154,12 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_tiles and device.type != "cuda":
         parser.error("--write-tiles needs CUDA: the table is what was fastest on a GPU")
     torch.manual_seed(0)
+    returns = not args.advantages_only
     sizes = args.sizes or (CUDA_SIZES if device.type == "cuda" else CPU_SIZES)
     if device.type == "cuda":
         bandwidth, launch = copy_bandwidth(device), launch_us(device)
         device_name = torch.cuda.get_device_name(device)
         print(f"{device_name}, torch {torch.__version__}, triton {triton.__version__}: copy "
-              f"{bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us, {len(CANDIDATES)} candidate configs")
+              f"{bandwidth / 1e12:.2f} TB/s, launch {launch:.1f} us, {len(CANDIDATES)} candidate configs, "
+              + ("advantages and returns written" if returns else "advantages only"))
         print(f"{'N':>7} {'T':>4} {'floor us':>9} {'best':>14} {'us':>7} {'/floor':>6} {'<2x':>4} {'of':>4}"
               f" {'2nd':>14} {'us':>7}")
     else:
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cpu: checking {len(CANDIDATES)} candidate configs through the Triton interpreter (no timings)")
     rows = []
     for n, t in sizes:
-        row = sweep_size(n, t, device, launch, bandwidth)
+        row = sweep_size(n, t, device, launch, bandwidth, returns)
         rows.append(row)
         times = row["configs_us"]
         if not times:
@@ -181,14 +192,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"        FAILED {config}: {error}", flush=True)
     if args.json:
         report = {"device": device_name, "torch": torch.__version__, "triton": triton.__version__,
-                  "copy_bytes_per_s": bandwidth, "launch_us": launch, "rows": rows}
+                  "copy_bytes_per_s": bandwidth, "launch_us": launch, "returns": returns, "rows": rows}
         args.json.write_text(json.dumps(report, indent=2))
     if args.write_tiles:
         if missing := [(row["num_envs"], row["num_steps"]) for row in rows if "best" not in row]:
             print(f"not writing {args.write_tiles}: no candidate ran at {missing}")
             return 1
         measured_on = (f"{device_name}, torch {torch.__version__}, triton {triton.__version__}, "
-                       f"{datetime.date.today().isoformat()}, bench/gae_sweep.py")
+                       f"{datetime.date.today().isoformat()}, bench/gae_sweep.py"
+                       + ("" if returns else " --advantages-only"))  # the trainer's call: returns=False
         args.write_tiles.write_text(tiles_module(rows, measured_on))
         print(f"wrote the fastest tile per size to {args.write_tiles}")
     return 1 if any(row["failed"] for row in rows) else 0

@@ -60,12 +60,14 @@ for part in $parts; do
     tests)   run_part tests 60 180 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
                $py -m pytest -q -p no:cacheprovider tests/test_gae.py" ;;
     gpu-tests) run_part gpu-tests 60 150 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
-               $py -m pytest -q -p no:cacheprovider tests/test_gae.py -k 'float_masks or eager_triton'" ;;
+               $py -m pytest -q -p no:cacheprovider tests/test_gae.py -k 'float_masks or eager_triton or advantages_only'" ;;
     floor)   run_part floor 30 120 $py bench/gae_floor.py --json "$out/gae_floor.json" ;;
     train)   run_part train 60 240 make train ARGS="--no-progress" ;;  # the README's command, defaults, on CUDA
-    sweep)   run_part sweep 60 300 $py bench/gae_sweep.py --json "$out/gae_sweep.json" ;;
+    # sweep and tiles time the kernel as the trainer launches it: advantages alone (returns=False)
+    sweep)   run_part sweep 60 300 $py bench/gae_sweep.py --advantages-only --json "$out/gae_sweep.json" ;;
     tiles)   # the sweep, writing its fastest tile per size as the op's table: later parts run with it
-             run_part tiles 60 300 $py bench/gae_sweep.py --json "$out/gae_sweep.json" --write-tiles kernels/gae_tiles.py
+             run_part tiles 60 300 $py bench/gae_sweep.py --advantages-only --json "$out/gae_sweep.json" \
+               --write-tiles kernels/gae_tiles.py
              cp kernels/gae_tiles.py "$out/" ;;
     floor-compiled)  # the compiled torch loop, apart: one inductor compile of a 128-step unrolled loop
              run_part floor-compiled 40 120 $py bench/gae_floor.py --sizes 4096x128 --compile-sizes 4096x128 \

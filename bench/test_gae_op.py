@@ -1,6 +1,7 @@
 """GAE over `[num_envs, num_steps]`: CleanRL's Python loop, our pure-torch reference (eager, then compiled), and
 the Triton kernels (`triton`: the default chunked-scan kernel; `triton_loop`: the one-lane-per-env loop kernel;
-`triton_graph`: the scan kernel's op replayed from a CUDA graph, as a CUDA-graphed training step runs it).
+`triton_graph`: the scan kernel's op replayed from a CUDA graph, as a CUDA-graphed training step runs it;
+`triton_graph_adv`: the same with `returns=False`, advantages alone, as the trainer calls it).
 
 Each provider is first checked against `gae_reference` at the benchmark's size, so a fast wrong answer fails
 instead of being timed.
@@ -36,6 +37,8 @@ def provider_fn(provider: str, inputs: dict[str, torch.Tensor]):
         return lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA, kernel="loop")
     if provider == "triton_graph":
         return benchlib.cuda_graphed(lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA))
+    if provider == "triton_graph_adv":
+        return benchlib.cuda_graphed(lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA, returns=False))
     raise ValueError(f"unknown GAE provider {provider!r}")
 
 
@@ -54,8 +57,11 @@ def test_gae(benchmark, profile, gae_case):
     expected = gae_reference(**inputs, gamma=GAMMA, lam=LAMBDA)
     torch.testing.assert_close(advantages, expected[0], rtol=1e-4, atol=1e-4,
                                msg=lambda m: f"{provider} advantages differ from gae_reference: {m}")
-    torch.testing.assert_close(returns, expected[1], rtol=1e-4, atol=1e-4,
-                               msg=lambda m: f"{provider} returns differ from gae_reference: {m}")
+    if provider.endswith("_adv"):
+        assert returns is None, f"{provider} computes advantages alone, yet gave returns"
+    else:
+        torch.testing.assert_close(returns, expected[1], rtol=1e-4, atol=1e-4,
+                                   msg=lambda m: f"{provider} returns differ from gae_reference: {m}")
 
     benchmark.extra_info.update(provider=provider, num_envs=num_envs, num_steps=num_steps)
     benchlib.measure(benchmark, fn, device=device, profile=profile, warmup=2, compiled=compiled,

@@ -10,7 +10,9 @@ Semantics, per env (DESIGN.md):
 
 `gae_reference` is the pure-torch version (the CPU path and the test oracle), `gae_triton` the Triton kernel
 (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1), and `gae` picks one by device. Outputs are float32;
-the recurrence accumulates in float32 whatever the input dtype.
+the recurrence accumulates in float32 whatever the input dtype. Each computes `(advantages, returns)`, or with
+`returns=False` advantages alone (`(advantages, None)`): the kernel then writes 4 bytes per step instead of 8,
+and a loss that reads advantages and values anyway forms returns as their sum for free (the trainer does).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _gae_loop_kernel(
     advantages_ptr, returns_ptr,
     num_envs, num_steps, stride_env,
     gamma, lam,
-    BLOCK_ENVS: tl.constexpr,
+    BLOCK_ENVS: tl.constexpr, STORE_RETURNS: tl.constexpr,
 ):
     # The plain version, kept as the benchmark's point of comparison: one lane per env walking time backwards,
     # each of the num_steps dependent iterations waiting on its own (strided) loads.
@@ -61,7 +63,8 @@ def _gae_loop_kernel(
         # fp32 whatever the scalars' type: inductor passes Python floats to user kernels as fp64.
         advantage = (delta + gamma * lam * not_done * next_advantage).to(tl.float32)
         tl.store(advantages_ptr + offs, advantage, mask=mask)
-        tl.store(returns_ptr + offs, advantage + value, mask=mask)
+        if STORE_RETURNS:
+            tl.store(returns_ptr + offs, advantage + value, mask=mask)
         next_advantage = advantage
         next_value = value
 
@@ -128,7 +131,7 @@ def _descending_chunk(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr, returns_ptr,
     row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
     BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr,
-    WHERE_TRUNCATED: tl.constexpr,
+    WHERE_TRUNCATED: tl.constexpr, STORE_RETURNS: tl.constexpr,
 ):
     # Time descends along the tile, so the recurrence is one forward associative scan over it (reverse scans
     # have had wrong-result bugs in Triton). The cost: descending addresses, which Triton loads and stores a
@@ -149,7 +152,8 @@ def _descending_chunk(
     decay, delta = tl.associative_scan((decay, delta), axis=1, combine_fn=_compose)
     advantage = delta + decay * carry[:, None]  # [E, S]
     tl.store(advantages_ptr + offs, advantage, mask=mask)
-    tl.store(returns_ptr + offs, advantage + value, mask=mask)
+    if STORE_RETURNS:
+        tl.store(returns_ptr + offs, advantage + value, mask=mask)
     carry = tl.sum(tl.where(lane == BLOCK_STEPS - 1, advantage, 0.0), axis=1)
     return carry, later_value
 
@@ -159,7 +163,7 @@ def _ascending_chunk(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr, returns_ptr,
     row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
     BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr,
-    WHERE_TRUNCATED: tl.constexpr,
+    WHERE_TRUNCATED: tl.constexpr, STORE_RETURNS: tl.constexpr,
 ):
     # Time ascends along the tile, as in memory, so each thread loads and stores contiguous vectors. The
     # recurrence runs backwards over them without a reverse scan: the tile splits into segments of 4 steps
@@ -200,7 +204,8 @@ def _ascending_chunk(
     a0 = d0 + c0 * a1
     advantage = _join4(a0, a1, a2, a3, BLOCK_ENVS, BLOCK_STEPS)
     tl.store(advantages_ptr + offs, advantage, mask=mask)
-    tl.store(returns_ptr + offs, advantage + value, mask=mask)
+    if STORE_RETURNS:
+        tl.store(returns_ptr + offs, advantage + value, mask=mask)
     carry = tl.sum(tl.where(segment == 0, a0, 0.0), axis=1)
     return carry, later_value
 
@@ -212,13 +217,14 @@ def _gae_scan_kernel(
     num_envs, num_steps, stride_env,
     gamma, lam,
     BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr, ASCENDING: tl.constexpr,
-    WHERE_TRUNCATED: tl.constexpr,
+    WHERE_TRUNCATED: tl.constexpr, STORE_RETURNS: tl.constexpr,
 ):
     # A program owns BLOCK_ENVS envs and walks time backwards in chunks of BLOCK_STEPS. Each chunk loads whole
     # [envs, steps] tiles (contiguous along time in the env-major layout), builds every step's affine map at
     # once, and solves the chunk's recurrence with an associative scan; only the carry A between chunks is
     # sequential. ASCENDING picks how a chunk orders time along its tile (see the two chunk functions);
-    # WHERE_TRUNCATED, whether truncated_values is read only where a step is truncated (_load_steps).
+    # WHERE_TRUNCATED, whether truncated_values is read only where a step is truncated (_load_steps);
+    # STORE_RETURNS, whether returns are written too (returns_ptr is None without them).
     envs = tl.program_id(0) * BLOCK_ENVS + tl.arange(0, BLOCK_ENVS)  # [E]
     env_mask = envs < num_envs
     row = envs.to(tl.int64)[:, None] * stride_env  # [E, 1]
@@ -230,12 +236,12 @@ def _gae_scan_kernel(
             carry, later_value = _ascending_chunk(
                 rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr,
                 returns_ptr, row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
-                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, WHERE_TRUNCATED)
+                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, WHERE_TRUNCATED, STORE_RETURNS)
         else:
             carry, later_value = _descending_chunk(
                 rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr,
                 returns_ptr, row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
-                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, WHERE_TRUNCATED)
+                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, WHERE_TRUNCATED, STORE_RETURNS)
 
 
 # (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None for Triton's, NEXT_FROM_TILE, ASCENDING,
@@ -300,11 +306,19 @@ def _check_inputs(rewards, values, terminated, truncated, truncated_values, last
             raise ValueError(f"gae: {name} is on {tensor.device}, rewards on {rewards.device}")
 
 
-def _outputs(rewards: torch.Tensor, out: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+Outputs = tuple[torch.Tensor, torch.Tensor | None]  # (advantages, returns), returns None when not computed
+
+
+def _outputs(rewards: torch.Tensor, out: Outputs | None, returns: bool) -> Outputs:
     if out is None:
-        return (torch.empty(rewards.shape, dtype=torch.float32, device=rewards.device),
-                torch.empty(rewards.shape, dtype=torch.float32, device=rewards.device))
+        empty = lambda: torch.empty(rewards.shape, dtype=torch.float32, device=rewards.device)  # noqa: E731
+        return empty(), empty() if returns else None
+    if len(out) != 2 or out[0] is None or (out[1] is not None) != returns:
+        raise ValueError(f"gae: out must be (advantages, {'returns' if returns else 'None'}) with returns={returns}, "
+                         f"got {tuple(type(tensor).__name__ for tensor in out)}")
     for name, tensor in zip(("advantages", "returns"), out):
+        if tensor is None:
+            continue
         if tensor.shape != rewards.shape or tensor.dtype != torch.float32 or tensor.device != rewards.device:
             raise ValueError(f"gae: out {name} must be float32 {tuple(rewards.shape)} on {rewards.device}, got "
                              f"{tensor.dtype} {tuple(tensor.shape)} on {tensor.device}")
@@ -323,10 +337,12 @@ def gae_reference(
     last_values: torch.Tensor,
     gamma: float,
     lam: float,
-    out: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    out: Outputs | None = None,
+    returns: bool = True,
+) -> Outputs:
     """Pure-torch GAE: vectorized over envs, a loop over time. Returns `(advantages, returns)` in float32
-    (float64 for float64 rewards, so it can serve as a float64 oracle), copied into `out` when given."""
+    (float64 for float64 rewards, so it can serve as a float64 oracle), returns None with `returns=False`;
+    copied into `out` when given."""
     _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values)
     num_steps = rewards.shape[1]
     acc = torch.float32 if rewards.dtype != torch.float64 else torch.float64
@@ -342,23 +358,24 @@ def gae_reference(
     for t in range(num_steps - 1, -1, -1):
         next_advantage = deltas[:, t] + decay[:, t] * next_advantage
         advantages[:, t] = next_advantage
-    returns = advantages + values
     if out is not None:
-        _outputs(rewards, out)
+        _outputs(rewards, out, returns)
         out[0].copy_(advantages)
-        out[1].copy_(returns)
+        if returns:
+            torch.add(advantages, values, out=out[1])
         return out
-    return advantages, returns
+    return advantages, advantages + values if returns else None
 
 
 def launch_scan_kernel(kernel, *, rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam,
-                       out: tuple[torch.Tensor, torch.Tensor]) -> None:
-    """Run `kernel` (from `scan_kernel`) once, writing `out`: for benchmarks that compare configs. It skips the
-    checks `gae_triton` makes, so give it what `gae_triton` accepts."""
+                       out: Outputs) -> None:
+    """Run `kernel` (from `scan_kernel`) once, writing `out` (returns too unless `out[1]` is None): for
+    benchmarks that compare configs. It skips the checks `gae_triton` makes, so give it what `gae_triton`
+    accepts."""
     num_envs, num_steps = rewards.shape
     grid = lambda meta: (triton.cdiv(num_envs, meta["BLOCK_ENVS"]),)  # noqa: E731
     kernel[grid](rewards, values, terminated, truncated, truncated_values, last_values, *out, num_envs, num_steps,
-                 num_steps, float(gamma), float(lam))
+                 num_steps, float(gamma), float(lam), STORE_RETURNS=out[1] is not None)
 
 
 def _launch(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
@@ -372,7 +389,7 @@ def _launch(rewards, values, terminated, truncated, truncated_values, last_value
     num_envs, num_steps = rewards.shape
     wrap(_gae_loop_kernel)[(triton.cdiv(num_envs, 128),)](
         rewards, values, terminated, truncated, truncated_values, last_values, advantages, returns,
-        num_envs, num_steps, num_steps, gamma, lam, BLOCK_ENVS=128)
+        num_envs, num_steps, num_steps, gamma, lam, BLOCK_ENVS=128, STORE_RETURNS=returns is not None)
 
 
 # On CUDA a triton_op, which torch.compile traces into (inductor sees the kernel; CUDA graphs capture it). Under
@@ -395,7 +412,7 @@ def _gae_triton_op(
     gamma: float,
     lam: float,
     advantages: torch.Tensor,
-    returns: torch.Tensor,
+    returns: torch.Tensor | None,
     scan: bool,
 ) -> None:
     _launch(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
@@ -427,16 +444,18 @@ def gae_triton(
     last_values: torch.Tensor,
     gamma: float,
     lam: float,
-    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    out: Outputs | None = None,
     kernel: str = "scan",
-) -> tuple[torch.Tensor, torch.Tensor]:
+    returns: bool = True,
+) -> Outputs:
     """Triton GAE. Inputs must be contiguous; masks may be bool or float; rewards/values any float dtype.
 
     `kernel="scan"` (default) is the chunked associative-scan kernel, its tile measured per size (`scan_tile`);
     `kernel="loop"` the one-lane-per-env sequential loop, kept for comparison in benchmarks.
 
     Runs on CUDA tensors, and on CPU tensors when TRITON_INTERPRET=1 was set before this module was imported.
-    Returns float32 `(advantages, returns)`, written into `out` when given (e.g. the rollout buffer's tensors).
+    Returns float32 `(advantages, returns)`, written into `out` when given (e.g. the rollout buffer's tensors);
+    with `returns=False`, `(advantages, None)` and only advantages written (`out` then `(advantages, None)`).
     """
     _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values)
     if rewards.device.type == "cpu" and not _interpreting():
@@ -448,14 +467,14 @@ def gae_triton(
             raise ValueError(f"gae_triton: {name} must be contiguous (env-major [num_envs, num_steps])")
     if kernel not in ("scan", "loop"):
         raise ValueError(f"gae_triton: kernel={kernel!r} must be 'scan' or 'loop'")
-    advantages, returns = _outputs(rewards, out)
+    advantages, returns_out = _outputs(rewards, out, returns)
     args = (rewards, values, terminated, truncated, truncated_values, last_values, float(gamma), float(lam),
-            advantages, returns, kernel == "scan")
-    if _traced((*tensors.values(), advantages, returns)):
+            advantages, returns_out, kernel == "scan")
+    if _traced([*tensors.values(), advantages] + ([] if returns_out is None else [returns_out])):
         _gae_triton_op(*args)
     else:  # eager: straight to Triton's launcher, skipping the ~40 us the custom op's dispatch costs per call
         _launch(*args, wrap=lambda kernel: kernel)
-    return advantages, returns
+    return advantages, returns_out
 
 
 def gae(
@@ -468,9 +487,11 @@ def gae(
     last_values: torch.Tensor,
     gamma: float,
     lam: float,
-    out: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    out: Outputs | None = None,
+    returns: bool = True,
+) -> Outputs:
     """GAE by device: the Triton kernel on CUDA, the pure-torch reference elsewhere."""
     impl = gae_triton if rewards.is_cuda else gae_reference
     return impl(rewards=rewards, values=values, terminated=terminated, truncated=truncated,
-                truncated_values=truncated_values, last_values=last_values, gamma=gamma, lam=lam, out=out)
+                truncated_values=truncated_values, last_values=last_values, gamma=gamma, lam=lam, out=out,
+                returns=returns)

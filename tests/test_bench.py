@@ -256,6 +256,18 @@ def test_gae_tile_table_holds_checked_candidates_for_every_benchmark_size():
     assert sweep.tiles_module(rows, measured_on) == Path(gae_tiles.__file__).read_text()
 
 
+def test_gae_sweep_checks_the_advantages_only_kernel(tmp_path, monkeypatch):
+    """--advantages-only sweeps the kernel as the trainer launches it (returns=False), each tile checked."""
+    sweep = _load_bench_module("gae_sweep")
+    candidates = [(1, 32, 1, None, False, False, True), (2, 32, 1, None, True, True, False)]
+    monkeypatch.setattr(sweep, "CANDIDATES", candidates)
+    out = tmp_path / "sweep.json"
+    assert sweep.main(["--sizes", "5x33", "--advantages-only", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["returns"] is False
+    assert report["rows"][0]["checked"] == ["1x32/w1", "2x32/w1/g/a/tv"] and report["rows"][0]["failed"] == {}
+
+
 def test_gae_sweep_refuses_to_write_tiles_without_a_gpu(tmp_path):
     sweep = _load_bench_module("gae_sweep")
     if torch.cuda.is_available():
@@ -286,6 +298,60 @@ def test_gae_floor_runs_and_reports_each_provider(tmp_path):
     assert (row["num_envs"], row["num_steps"]) == (8, 16) and row["cleanrl_loop_us"] > 0
 
 
+STUB_US = {"memset": 10.0, "read": 8.0, "none": 6.0}  # stub timings by flush, in us
+
+
+def _stub_cuda(module, monkeypatch) -> list[bool]:
+    """Run a GAE bench script's CUDA-only branch here: CPU tensors, kernels through the interpreter, CUDA graphs
+    as plain calls, copy 3 TB/s, launch 4 us (5 graphed), and STUB_US for every timing. A slip in that
+    bookkeeping would otherwise first show on a lent GPU's minutes; the stub figures test the arithmetic, not
+    speed. Returns the `returns` flag of each same-bytes copy built, where the module builds them."""
+    cpu_inputs = module.benchlib.gae_inputs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "stub GPU")
+    monkeypatch.setattr(module.benchlib, "gae_inputs", lambda n, t, device: cpu_inputs(n, t, torch.device("cpu")))
+    monkeypatch.setattr(module.benchlib, "cuda_graphed", lambda fn: fn)
+    monkeypatch.setattr(module, "copy_bandwidth", lambda device: 3e12)
+    monkeypatch.setattr(module, "launch_us", lambda device, flush="memset", graphed=False: 5.0 if graphed else 4.0)
+    monkeypatch.setattr(module, "time_us", lambda fn, device, rep_ms=200, flush="memset": STUB_US[flush])
+    copies = []
+    if hasattr(module, "same_bytes_copy"):
+        monkeypatch.setattr(module, "same_bytes_copy", lambda inputs, device, returns=True: copies.append(returns))
+    return copies
+
+
+def test_gae_floor_cuda_branch_runs_with_the_device_stubbed(monkeypatch, capsys, tmp_path):
+    """gae_floor's CUDA-only columns, both floors and the three tables, with the device stubbed (_stub_cuda)."""
+    floor = _load_bench_module("gae_floor")
+    copies = _stub_cuda(floor, monkeypatch)
+    out = tmp_path / "floor.json"
+    assert floor.main(["--sizes", "8x16", "--compile-sizes", "", "--json", str(out)]) == 0
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["floor_us"] == row["floor_adv_us"] == 4.0 and row["floor_graph_launch_us"] == 5.0  # launch-bound
+    for provider in ("cleanrl_loop", "triton_loop", "triton", "triton_graph", "triton_graph_adv"):
+        assert row[f"{provider}_us"] == STUB_US["memset"], provider
+    assert row["triton_graph_adv_read_flush_us"] == row["triton_graph_read_flush_us"] == STUB_US["read"]
+    assert row["triton_graph_warm_us"] == STUB_US["none"] and copies == [True, False]
+    printed = capsys.readouterr().out
+    assert "Advantages only" in printed and "stub GPU" in printed
+    assert printed.count(" 2.50 ") >= 3, printed  # 10 us over the 4 us floor: graph, triton and adv
+
+
+def test_gae_sweep_cuda_branch_writes_the_tile_table_with_the_device_stubbed(monkeypatch, tmp_path):
+    """gae_sweep's CUDA-only branch with the device stubbed (_stub_cuda): each candidate checked eagerly and
+    replayed, timed, and the table written as a module naming the advantages-only sweep."""
+    sweep = _load_bench_module("gae_sweep")
+    _stub_cuda(sweep, monkeypatch)
+    candidates = [(1, 32, 1, None, False, False, True), (2, 32, 1, None, True, True, False)]
+    monkeypatch.setattr(sweep, "CANDIDATES", candidates)
+    out, tiles = tmp_path / "sweep.json", tmp_path / "tiles.py"
+    assert sweep.main(["--sizes", "5x33", "--advantages-only", "--json", str(out), "--write-tiles", str(tiles)]) == 0
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["floor_us"] == 4.0 and row["configs_us"] == {"1x32/w1": 10.0, "2x32/w1/g/a/tv": 10.0}
+    assert row["best"] == "1x32/w1" and "(5, 33): (1, 32, 1, None, False, False, True)" in tiles.read_text()
+    assert "stub GPU" in tiles.read_text() and "--advantages-only" in tiles.read_text()
+
+
 def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_written(tmp_path):
     """Compiled for an H100 (sm_90) here, without one: with time ascending along the tile, each thread loads
     rewards and values and stores both outputs as 16-byte vectors, in fewer memory instructions than the
@@ -308,3 +374,18 @@ def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_wr
         return sum(count for name, count in counts.items() if ".global" in name)
 
     assert global_accesses(vectorized) < global_accesses(rows[descending]["instructions"]) / 2, rows
+
+
+def test_advantages_only_kernel_stores_one_vector_and_torch_sees_only_advantages_written(tmp_path):
+    """With returns=False (the trainer's call) the kernel stores advantages alone, one 16-byte vector per thread
+    on the ascending tile, and torch.compile's analysis finds nothing else written: the op passes None for
+    returns, which must not make the analysis fail (and assume every tensor written)."""
+    out = tmp_path / "ptx.json"
+    ascending = (1, 128, 1, None, True, True, True)
+    proc = subprocess.run([sys.executable, str(BENCH / "gae_ptx.py"), "--tiles", repr(ascending), "--advantages-only",
+                           "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["writes"] == ["advantages_ptr"], row
+    assert row["instructions"]["st.global.v4.b32"] == 1 and row["instructions"]["ld.global.v4.b32"] == 2, row
+    assert row["local_bytes"] == 0, row

@@ -5,6 +5,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from recurrent_ppo.buffer import RolloutBuffer
+from recurrent_ppo.kernels.gae import gae_reference
 from recurrent_ppo.policy import LSTMPolicyBundle, reset_hidden
 from tests.helpers import assert_close
 
@@ -39,7 +40,7 @@ def test_shapes_are_static_and_env_major():
     assert buffer.obs.shape == (4, 8, OBS_DIM)
     assert buffer.hidden_h.shape == buffer.hidden_c.shape == (4, 8, LAYERS, HIDDEN)
     for name in ("actions", "log_probs", "values", "rewards", "terminated", "truncated", "truncated_values",
-                 "episode_starts", "advantages", "returns"):
+                 "episode_starts", "advantages"):
         assert getattr(buffer, name).shape == (4, 8), name
     storage = {name: t.data_ptr() for name, t in vars(buffer).items() if isinstance(t, torch.Tensor)}
     fill(buffer)
@@ -95,6 +96,24 @@ def test_compute_advantages_needs_a_full_rollout():
     buffer.add(**step_fields(2, 0))
     with pytest.raises(RuntimeError, match="1 of 3 steps"):
         buffer.compute_advantages(torch.zeros(2), 0.99, 0.95)
+
+
+def test_advantages_and_batch_returns_match_the_reference():
+    """The buffer's GAE writes advantages alone; each minibatch's returns are its advantages + values, as
+    gae_reference computes them."""
+    num_envs, num_steps = 4, 8
+    buffer = make_buffer(num_envs, num_steps)
+    fill(buffer)
+    last_values = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    buffer.compute_advantages(last_values, 0.99, 0.95)
+    advantages, returns = gae_reference(rewards=buffer.rewards, values=buffer.values, terminated=buffer.terminated,
+                                        truncated=buffer.truncated, truncated_values=buffer.truncated_values,
+                                        last_values=last_values, gamma=0.99, lam=0.95)
+    assert_close(buffer.advantages, advantages, "advantages")
+    [batch] = buffer.get_batched_sequences(num_steps, 1)
+    for i in range(num_envs):
+        env = int(batch.actions[i, 0]) // 100
+        assert_close(batch.returns[i], returns[env], f"returns of env {env}")
 
 
 def test_inference_tensors_become_normal_tensors_in_the_buffer():

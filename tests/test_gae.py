@@ -90,6 +90,37 @@ def test_gae_matches_float64_loop(impl, n, t):
     assert_close(ret.double().cpu(), expected_ret, "returns", rtol=1e-5, atol=1e-5)
 
 
+ADVANTAGES_ONLY_SIZES = [(1, 1), (7, 63), (33, 37)]  # 33 x 37: two env blocks, ragged time chunks
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("n,t", ADVANTAGES_ONLY_SIZES, ids=[f"N{n}-T{t}" for n, t in ADVANTAGES_ONLY_SIZES])
+def test_advantages_only_match_and_leave_returns_unwritten(impl, n, t):
+    """returns=False: the same advantages bit for bit (same tile, same scan), and no returns at all."""
+    inputs = make_inputs(n, t, seed=n * 1000 + t)
+    expected_adv, _ = gae_loop_float64(**inputs, gamma=0.99, lam=0.95)
+    both, _ = IMPLS[impl](**inputs, gamma=0.99, lam=0.95)
+    poisoned = poisoned_out(n, t)
+    adv, ret = IMPLS[impl](**inputs, gamma=0.99, lam=0.95, out=(poisoned[0], None), returns=False)
+    assert ret is None and adv is poisoned[0]
+    assert_close(adv.double().cpu(), expected_adv, "advantages", rtol=1e-5, atol=1e-5)
+    assert_close(adv, both, "advantages with and without returns", rtol=0, atol=0)
+    allocated, ret = IMPLS[impl](**inputs, gamma=0.99, lam=0.95, returns=False)
+    assert ret is None
+    assert_close(allocated, both, "advantages into a tensor of the op's own", rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_out_must_match_the_returns_flag(impl):
+    inputs = make_inputs(4, 6)
+    adv, ret = poisoned_out(4, 6)
+    with pytest.raises(ValueError, match=r"out must be \(advantages, None\) with returns=False"):
+        IMPLS[impl](**inputs, gamma=0.99, lam=0.95, out=(adv, ret), returns=False)
+    with pytest.raises(ValueError, match=r"out must be \(advantages, returns\) with returns=True"):
+        IMPLS[impl](**inputs, gamma=0.99, lam=0.95, out=(adv, None))
+    assert adv.isnan().all() and ret.isnan().all(), "a rejected call must not write"
+
+
 EDGES = [(0.99, 0.0), (0.99, 1.0), (1.0, 0.95), (1.0, 1.0), (0.0, 0.95)]
 
 
@@ -182,16 +213,18 @@ def test_gae_dispatches_by_device():
     assert_close(ret, ref_ret, "returns", rtol=1e-6, atol=1e-6)
 
 
-def test_eager_triton_skips_op_dispatch_and_tracers_still_see_the_kernel():
+@pytest.mark.parametrize("returns", [True, False], ids=["with-returns", "advantages-only"])
+def test_eager_triton_skips_op_dispatch_and_tracers_still_see_the_kernel(returns):
     inputs = make_inputs(5, 7)
-    expected = gae_reference(**inputs, gamma=0.99, lam=0.95)
+    expected = gae_reference(**inputs, gamma=0.99, lam=0.95, returns=returns)
     with torch.profiler.profile() as prof:
-        eager = gae_triton(**inputs, gamma=0.99, lam=0.95)
+        eager = gae_triton(**inputs, gamma=0.99, lam=0.95, returns=returns)
     assert "recurrent_ppo::gae_triton" not in {event.name for event in prof.events()}
     assert_close(eager[0], expected[0], "eager advantages")
 
     def advantages(*tensors):
-        return gae_triton(**dict(zip(inputs, tensors)), gamma=0.99, lam=0.95)
+        adv, ret = gae_triton(**dict(zip(inputs, tensors)), gamma=0.99, lam=0.95, returns=returns)
+        return (adv, ret) if returns else (adv,)
 
     # make_fx traces through a dispatch mode, as AOTAutograd does: the launch must appear in its graph.
     graph = make_fx(advantages)(*inputs.values())
@@ -199,7 +232,8 @@ def test_eager_triton_skips_op_dispatch_and_tracers_still_see_the_kernel():
     assert any("gae_triton" in target or "triton_kernel_wrapper" in target for target in targets), targets
     traced = graph(*inputs.values())
     assert_close(traced[0], expected[0], "traced advantages")
-    assert_close(traced[1], expected[1], "traced returns")
+    if returns:
+        assert_close(traced[1], expected[1], "traced returns")
 
 
 def test_tile_lookup_takes_the_nearest_measured_size_and_fits_short_rollouts():
@@ -226,12 +260,14 @@ def test_rejects_mismatched_shapes(impl):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("returns", [True, False], ids=["with-returns", "advantages-only"])
 @pytest.mark.parametrize("kernel", ["scan", "loop"])
-def test_triton_op_compiles_fullgraph_and_replays_in_cuda_graphs(kernel):
+def test_triton_op_compiles_fullgraph_and_replays_in_cuda_graphs(kernel, returns):
     inputs = make_inputs(4096, 128)
 
     def advantages(inputs):
-        return gae_triton(**inputs, gamma=0.99, lam=0.95, kernel=kernel)
+        adv, ret = gae_triton(**inputs, gamma=0.99, lam=0.95, kernel=kernel, returns=returns)
+        return adv, (ret if returns else adv + inputs["values"])  # returns formed after the op, as the loss does
 
     compiled = torch.compile(advantages, fullgraph=True, mode="reduce-overhead")
     expected = gae_reference(**inputs, gamma=0.99, lam=0.95)

@@ -20,8 +20,13 @@ class SequenceBatch(NamedTuple):
     log_probs: torch.Tensor  # [B, L]
     values: torch.Tensor  # [B, L]
     advantages: torch.Tensor  # [B, L]
-    returns: torch.Tensor  # [B, L]
     hidden: HiddenState  # (h0, c0) fed into each sequence's first step, each [num_layers, B, H]
+
+    @property
+    def returns(self) -> torch.Tensor:
+        """The value targets, A + V: formed where the loss reads both (fused into its graph when compiled), so
+        GAE writes advantages alone and no minibatch gathers a returns tensor."""
+        return self.advantages + self.values
 
 
 class RolloutBuffer:
@@ -71,8 +76,7 @@ class RolloutBuffer:
         self.episode_starts = alloc(n, t, dtype=torch.bool)
         self.hidden_h = alloc(n, t, num_layers, hidden_dim)
         self.hidden_c = alloc(n, t, num_layers, hidden_dim)
-        self.advantages = alloc(n, t)
-        self.returns = alloc(n, t)
+        self.advantages = alloc(n, t)  # returns are advantages + values: SequenceBatch.returns
         self.pos = 0
         # The step `write` fills, on the device: a compiled (CUDA-graphed) rollout step writes the buffer without
         # the host, which keeps its own count in `pos`.
@@ -135,12 +139,12 @@ class RolloutBuffer:
         index.add_(1)
 
     def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
-        """Fill `advantages` and `returns` by GAE; `last_values [num_envs]` = V(obs after the last step)."""
+        """Fill `advantages` by GAE; `last_values [num_envs]` = V(obs after the last step)."""
         if not self.full:
             raise RuntimeError(f"compute_advantages needs a full rollout: {self.pos} of {self.num_steps} steps written")
         gae(rewards=self.rewards, values=self.values, terminated=self.terminated, truncated=self.truncated,
             truncated_values=self.truncated_values, last_values=last_values, gamma=gamma, lam=gae_lambda,
-            out=(self.advantages, self.returns))
+            out=(self.advantages, None), returns=False)
 
     def get_batched_sequences(
         self, seq_len: int, num_minibatches: int, generator: torch.Generator | None = None
@@ -166,10 +170,9 @@ class RolloutBuffer:
             return x[:, ::seq_len].reshape(num_seqs, *x.shape[2:])
 
         fields = (seqs(self.obs), seqs(self.actions), seqs(self.episode_starts), seqs(self.log_probs),
-                  seqs(self.values), seqs(self.advantages), seqs(self.returns))
+                  seqs(self.values), seqs(self.advantages))
         h0, c0 = starts(self.hidden_h), starts(self.hidden_c)
         order = torch.randperm(num_seqs, device=self.device, generator=generator)
         for idx in order.view(num_minibatches, -1):
-            obs, actions, episode_starts, log_probs, values, advantages, returns = (f[idx] for f in fields)
             hidden = (h0[idx].transpose(0, 1).contiguous(), c0[idx].transpose(0, 1).contiguous())
-            yield SequenceBatch(obs, actions, episode_starts, log_probs, values, advantages, returns, hidden)
+            yield SequenceBatch(*(f[idx] for f in fields), hidden)

@@ -38,10 +38,11 @@ def ppo_loss(
     if norm_adv:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_coef, 1 + clip_coef)).mean()
-    value_error = (out.value - batch.returns).square()
+    returns = batch.returns  # A + V of the rollout, before normalization (as CleanRL's b_returns)
+    value_error = (out.value - returns).square()
     if clip_vloss:
         clipped_value = batch.values + (out.value - batch.values).clamp(-clip_coef, clip_coef)
-        value_error = torch.max(value_error, (clipped_value - batch.returns).square())
+        value_error = torch.max(value_error, (clipped_value - returns).square())
     value_loss = 0.5 * value_error.mean()
     entropy = out.entropy.mean()
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
