@@ -193,6 +193,32 @@ def print_advantages_only_table(rows: list[dict]) -> None:
               f" {read_adv / read_floor:>10.2f}")
 
 
+ACCEPTANCE_RATIO, ACCEPTANCE_SPEEDUP, SPEEDUP_SIZE = 2.0, 1000.0, (4096, 128)  # issue 4
+
+
+def acceptance(rows: list[dict]) -> dict[str, dict]:
+    """Issue 4's acceptance, per call (with returns: `triton_graph`; advantages only: `triton_graph_adv`), in this
+    run: the sizes over 2x their floor, and the CleanRL loop's time over the call's at 4096x128 (None if absent)."""
+    verdicts = {}
+    for call, floor_key in (("triton_graph", "floor_us"), ("triton_graph_adv", "floor_adv_us")):
+        misses = [f"{row['num_envs']}x{row['num_steps']}: {row[f'{call}_us'] / row[floor_key]:.2f}" for row in rows
+                  if row[f"{call}_us"] > ACCEPTANCE_RATIO * row[floor_key]]
+        speedup = next((row["cleanrl_loop_us"] / row[f"{call}_us"] for row in rows
+                        if (row["num_envs"], row["num_steps"]) == SPEEDUP_SIZE), None)
+        verdicts[call] = {"sizes": len(rows), "over_2x_floor": misses, "cleanrl_speedup_4096x128": speedup}
+    return verdicts
+
+
+def print_acceptance(verdicts: dict[str, dict]) -> None:
+    for call, verdict in verdicts.items():
+        speedup = verdict["cleanrl_speedup_4096x128"]
+        misses = verdict["over_2x_floor"]
+        print(f"issue 4, {call}: within 2x of the floor at {verdict['sizes'] - len(misses)} of {verdict['sizes']} sizes"
+              + (f" (over: {', '.join(misses)})" if misses else "")
+              + ("" if speedup is None else f"; CleanRL loop / {call} at 4096x128: {speedup:,.0f}x"
+                 + (" (>= 1000x)" if speedup >= ACCEPTANCE_SPEEDUP else " (UNDER 1000x)")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -259,10 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         print_flush_table(rows)
         print_advantages_only_table(rows)
+        print_acceptance(acceptance(rows))
     if args.json:
         args.json.write_text(json.dumps({"device": name, "torch": torch.__version__, "copy_bytes_per_s": bandwidth,
                                          "launch_us": launch, "launch_read_flush_us": launch_read,
-                                         "launch_graph_us": launch_graph, "rows": rows},
+                                         "launch_graph_us": launch_graph, "rows": rows,
+                                         "acceptance": acceptance(rows) if cuda else None},
                                         indent=2))
     return 0
 

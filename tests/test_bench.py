@@ -335,6 +335,23 @@ def test_gae_floor_cuda_branch_runs_with_the_device_stubbed(monkeypatch, capsys,
     printed = capsys.readouterr().out
     assert "Advantages only" in printed and "stub GPU" in printed
     assert printed.count(" 2.50 ") >= 3, printed  # 10 us over the 4 us floor: graph, triton and adv
+    verdict = json.loads(out.read_text())["acceptance"]["triton_graph_adv"]
+    assert verdict == {"sizes": 1, "over_2x_floor": ["8x16: 2.50"], "cleanrl_speedup_4096x128": None}
+    assert "within 2x of the floor at 0 of 1 sizes (over: 8x16: 2.50)" in printed
+
+
+def test_gae_floor_acceptance_counts_each_call_against_its_own_floor():
+    """Issue 4's verdict per call: sizes over 2x their own floor, and the CleanRL loop's speedup at 4096x128."""
+    floor = _load_bench_module("gae_floor")
+    rows = [{"num_envs": 4096, "num_steps": 128, "floor_us": 4.8, "floor_adv_us": 4.8, "cleanrl_loop_us": 19_210.0,
+             "triton_graph_us": 10.5, "triton_graph_adv_us": 8.0},
+            {"num_envs": 131072, "num_steps": 512, "floor_us": 491.0, "floor_adv_us": 402.0,
+             "cleanrl_loop_us": 104_746.0, "triton_graph_us": 505.1, "triton_graph_adv_us": 900.0}]
+    verdicts = floor.acceptance(rows)
+    assert verdicts["triton_graph"]["over_2x_floor"] == ["4096x128: 2.19"]
+    assert verdicts["triton_graph_adv"]["over_2x_floor"] == ["131072x512: 2.24"]  # its own, lower floor
+    assert verdicts["triton_graph"]["cleanrl_speedup_4096x128"] == pytest.approx(19_210.0 / 10.5)
+    assert verdicts["triton_graph_adv"]["cleanrl_speedup_4096x128"] == pytest.approx(19_210.0 / 8.0)
 
 
 def test_gae_sweep_cuda_branch_writes_the_tile_table_with_the_device_stubbed(monkeypatch, tmp_path):
