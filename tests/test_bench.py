@@ -327,7 +327,8 @@ def test_gae_floor_cuda_branch_runs_with_the_device_stubbed(monkeypatch, capsys,
     out = tmp_path / "floor.json"
     assert floor.main(["--sizes", "8x16", "--compile-sizes", "", "--json", str(out)]) == 0
     [row] = json.loads(out.read_text())["rows"]
-    assert row["floor_us"] == row["floor_adv_us"] == 4.0 and row["floor_graph_launch_us"] == 5.0  # launch-bound
+    assert row["floor_us"] == row["floor_adv_us"] == row["floor_tv_whole_us"] == 4.0  # launch-bound
+    assert row["floor_graph_launch_us"] == 5.0
     for provider in ("cleanrl_loop", "triton_loop", "triton", "triton_graph", "triton_graph_adv"):
         assert row[f"{provider}_us"] == STUB_US["memset"], provider
     assert row["triton_graph_adv_read_flush_us"] == row["triton_graph_read_flush_us"] == STUB_US["read"]
@@ -335,23 +336,51 @@ def test_gae_floor_cuda_branch_runs_with_the_device_stubbed(monkeypatch, capsys,
     printed = capsys.readouterr().out
     assert "Advantages only" in printed and "stub GPU" in printed
     assert printed.count(" 2.50 ") >= 3, printed  # 10 us over the 4 us floor: graph, triton and adv
-    verdict = json.loads(out.read_text())["acceptance"]["triton_graph_adv"]
-    assert verdict == {"sizes": 1, "over_2x_floor": ["8x16: 2.50"], "cleanrl_speedup_4096x128": None}
-    assert "within 2x of the floor at 0 of 1 sizes (over: 8x16: 2.50)" in printed
+    verdicts = json.loads(out.read_text())["acceptance"]
+    assert set(verdicts) == {"triton_graph_adv", "triton_graph", "triton_graph vs floor_tv_whole"}
+    assert verdicts["triton_graph_adv"] == {"sizes": 1, "over_2x_floor": ["8x16: 2.50"],
+                                            "cleanrl_speedup_4096x128": None}
+    assert "triton_graph_adv: within 2x of floor_adv_us at 0 of 1 sizes (over: 8x16: 2.50)" in printed
+    assert "triton_graph: within 2x of floor_tv_whole_us at 0 of 1 sizes" in printed
 
 
 def test_gae_floor_acceptance_counts_each_call_against_its_own_floor():
     """Issue 4's verdict per call: sizes over 2x their own floor, and the CleanRL loop's speedup at 4096x128."""
     floor = _load_bench_module("gae_floor")
-    rows = [{"num_envs": 4096, "num_steps": 128, "floor_us": 4.8, "floor_adv_us": 4.8, "cleanrl_loop_us": 19_210.0,
-             "triton_graph_us": 10.5, "triton_graph_adv_us": 8.0},
-            {"num_envs": 131072, "num_steps": 512, "floor_us": 491.0, "floor_adv_us": 402.0,
-             "cleanrl_loop_us": 104_746.0, "triton_graph_us": 505.1, "triton_graph_adv_us": 900.0}]
+    rows = [{"num_envs": 4096, "num_steps": 128, "floor_us": 4.8, "floor_adv_us": 4.8, "floor_tv_whole_us": 4.8,
+             "cleanrl_loop_us": 19_210.0, "triton_graph_us": 10.5, "triton_graph_adv_us": 8.0},
+            {"num_envs": 131072, "num_steps": 512, "floor_us": 405.0, "floor_adv_us": 316.0,
+             "floor_tv_whole_us": 491.0, "cleanrl_loop_us": 104_746.0, "triton_graph_us": 900.0,
+             "triton_graph_adv_us": 700.0}]
     verdicts = floor.acceptance(rows)
-    assert verdicts["triton_graph"]["over_2x_floor"] == ["4096x128: 2.19"]
-    assert verdicts["triton_graph_adv"]["over_2x_floor"] == ["131072x512: 2.24"]  # its own, lower floor
+    assert verdicts["triton_graph"]["over_2x_floor"] == ["4096x128: 2.19", "131072x512: 2.22"]
+    assert verdicts["triton_graph_adv"]["over_2x_floor"] == ["131072x512: 2.22"]  # its own, lower floor
+    assert verdicts["triton_graph vs floor_tv_whole"]["over_2x_floor"] == ["4096x128: 2.19"]  # runs 1-5's floor
     assert verdicts["triton_graph"]["cleanrl_speedup_4096x128"] == pytest.approx(19_210.0 / 10.5)
     assert verdicts["triton_graph_adv"]["cleanrl_speedup_4096x128"] == pytest.approx(19_210.0 / 8.0)
+
+
+def test_gae_floor_counts_truncated_values_by_the_sectors_holding_a_truncated_step():
+    """The floor's bytes: truncated_values by the 32-byte sectors holding a truncated step (env-major, as the
+    buffer stores it), every other input whole, and the outputs written; `truncated_values_whole` counts it
+    whole, as runs 1-5 did."""
+    floor = _load_bench_module("gae_floor")
+    shape = (3, 10)
+    truncated = torch.zeros(shape, dtype=torch.bool)
+    truncated[0, 1] = truncated[0, 3] = truncated[2, 9] = True  # steps 1, 3 and 29: float32 sectors 0 and 3
+    inputs = dict(rewards=torch.zeros(shape), values=torch.zeros(shape),
+                  terminated=torch.zeros(shape, dtype=torch.bool), truncated=truncated,
+                  truncated_values=torch.zeros(shape), last_values=torch.zeros(3))
+    others = 120 + 120 + 30 + 30 + 12  # rewards, values, both masks, last_values
+    assert floor.gae_bytes(inputs) == others + 2 * 32 + 240
+    assert floor.gae_bytes(inputs, returns=False) == others + 2 * 32 + 120
+    assert floor.gae_bytes(inputs, truncated_values_whole=True) == others + 120 + 240
+    assert floor.gae_bytes({**inputs, "truncated": torch.zeros(shape, dtype=torch.bool)}) == others + 240
+    truncated = torch.zeros(shape, dtype=torch.bool)
+    truncated[0, 1] = truncated[0, 9] = True  # steps 1 and 9: two float32 sectors, one of 16 bfloat16 steps
+    bf16 = {**inputs, "truncated": truncated, "truncated_values": torch.zeros(shape, dtype=torch.bfloat16)}
+    assert floor.gae_bytes(bf16) == others + 32 + 240
+    assert floor.gae_bytes({**bf16, "truncated_values": torch.zeros(shape)}) == others + 2 * 32 + 240
 
 
 def test_gae_sweep_cuda_branch_writes_the_tile_table_with_the_device_stubbed(monkeypatch, tmp_path):
