@@ -6,8 +6,10 @@ size, every candidate tile whose time tile fits the rollout (BLOCK_STEPS at most
 two) is checked against the float64 reference, captured alone in a CUDA graph and timed as gae_floor.py times
 `triton_graph` (do_bench median, L2 flushed): kernel time plus one graph launch. The table shows the fastest
 tile and how many are within 2x of the floor measured in the same run; `--write-tiles` writes the fastest per
-size as the op's tile table. `--advantages-only` times the kernel as the trainer launches it (`returns=False`:
-advantages written alone), against that op's floor; the table then serves both calls.
+size as the op's tile table, keeping the table's tiles for sizes not swept (so `--sizes` can re-sweep a few).
+Both files are rewritten after every size: a sweep stopped by its time limit on a lent GPU still leaves the sizes
+it finished. `--advantages-only` times the kernel as the trainer launches it (`returns=False`: advantages written
+alone), against that op's floor; the table then serves both calls.
 
 On CPU (TRITON_INTERPRET=1 set before launch) it only checks every candidate through the interpreter at small
 sizes: the tiles' masking and chunking are right whatever the timings would be.
@@ -142,12 +144,32 @@ TILES = {{
 '''
 
 
-def tiles_module(rows: list[dict], measured_on: str) -> str:
-    """gae_tiles.py's text: each size's fastest candidate."""
+def tiles_module(rows: list[dict], measured_on: str, before: dict | None = None) -> str:
+    """gae_tiles.py's text: the table `before` (size -> tile) in its order, each swept size's tile replaced by
+    its fastest candidate (new sizes last)."""
     by_label = {label(*candidate): candidate for candidate in CANDIDATES}
-    tiles = {(row["num_envs"], row["num_steps"]): by_label[row["best"]] for row in rows}
+    tiles = dict(before or {}) | {(row["num_envs"], row["num_steps"]): by_label[row["best"]] for row in rows}
     lines = "".join(f"    {size}: {tile},\n" for size, tile in tiles.items())
     return TILES_MODULE.format(measured_on=measured_on, tiles=lines)
+
+
+def write_tiles(path: Path, rows: list[dict], measured_on: str, sizes_left: int) -> None:
+    """Write the op's table with the swept rows' tiles; the op's current table keeps every other size. The
+    "Measured on" line says how much of it this sweep measured."""
+    from recurrent_ppo.kernels.gae_tiles import TILES as before  # as this process imported it: not rewritten
+
+    swept = {(row["num_envs"], row["num_steps"]) for row in rows}
+    if kept := set(before) - swept:
+        measured_on += (f"; swept {len(rows)} of {len(rows) + sizes_left} sizes" if sizes_left else "")
+        measured_on += f"; {len(kept)} other sizes kept from the table before"
+    atomic_write(path, tiles_module(rows, measured_on, before))  # the op imports it: never half written
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace `path` whole, so a sweep killed while writing leaves the last complete file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,18 +212,21 @@ def main(argv: list[str] | None = None) -> int:
                   f" {within:>4} {len(times):>4} {second:>14} {times.get(second, float('nan')):>7.1f}", flush=True)
         for config, error in row["failed"].items():
             print(f"        FAILED {config}: {error}", flush=True)
-    if args.json:
-        report = {"device": device_name, "torch": torch.__version__, "triton": triton.__version__,
-                  "copy_bytes_per_s": bandwidth, "launch_us": launch, "returns": returns, "rows": rows}
-        args.json.write_text(json.dumps(report, indent=2))
+        sizes_left = len(sizes) - len(rows)
+        if args.json:  # after every size: a sweep stopped by a time limit keeps what it measured
+            report = {"device": device_name, "torch": torch.__version__, "triton": triton.__version__,
+                      "copy_bytes_per_s": bandwidth, "launch_us": launch, "returns": returns,
+                      "sizes_left": sizes_left, "rows": rows}
+            atomic_write(args.json, json.dumps(report, indent=2))
+        if args.write_tiles and "best" in row:
+            measured_on = (f"{device_name}, torch {torch.__version__}, triton {triton.__version__}, "
+                           f"{datetime.date.today().isoformat()}, bench/gae_sweep.py"
+                           + ("" if returns else " --advantages-only"))  # the trainer's call: returns=False
+            write_tiles(args.write_tiles, [r for r in rows if "best" in r], measured_on, sizes_left)
     if args.write_tiles:
         if missing := [(row["num_envs"], row["num_steps"]) for row in rows if "best" not in row]:
-            print(f"not writing {args.write_tiles}: no candidate ran at {missing}")
+            print(f"{args.write_tiles}: no candidate ran at {missing}, whose tiles are kept from the table before")
             return 1
-        measured_on = (f"{device_name}, torch {torch.__version__}, triton {triton.__version__}, "
-                       f"{datetime.date.today().isoformat()}, bench/gae_sweep.py"
-                       + ("" if returns else " --advantages-only"))  # the trainer's call: returns=False
-        args.write_tiles.write_text(tiles_module(rows, measured_on))
         print(f"wrote the fastest tile per size to {args.write_tiles}")
     return 1 if any(row["failed"] for row in rows) else 0
 

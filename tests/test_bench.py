@@ -398,6 +398,39 @@ def test_gae_sweep_cuda_branch_writes_the_tile_table_with_the_device_stubbed(mon
     assert "stub GPU" in tiles.read_text() and "--advantages-only" in tiles.read_text()
 
 
+def test_gae_sweep_keeps_the_tiles_of_sizes_it_did_not_sweep_and_writes_after_every_size(monkeypatch, tmp_path):
+    """A sweep of some sizes rewrites their tiles and keeps the op's table for the rest; stopped after its first
+    size (as a lent GPU's time limit stops it), it leaves that size in the table and in the JSON, each file whole."""
+    sweep = _load_bench_module("gae_sweep")
+    from recurrent_ppo.kernels import gae_tiles
+
+    _stub_cuda(sweep, monkeypatch)
+    new_tile = (2, 32, 1, None, True, True, False)
+    monkeypatch.setattr(sweep, "CANDIDATES", [*gae_tiles.TILES.values(), new_tile])
+    sweep_size = sweep.sweep_size
+
+    def stopped_after_the_first_size(n, t, *args):
+        if (n, t) != (4096, 128):
+            raise KeyboardInterrupt  # what `timeout` sends first is SIGTERM; any stop between sizes looks alike
+        row = sweep_size(8, 33, *args)  # the interpreter at a small size stands in for 4096x128
+        row["configs_us"] = {name: (1.0 if name == sweep.label(*new_tile) else 10.0) for name in row["configs_us"]}
+        return {**row, "num_envs": n, "num_steps": t, "best": sweep.label(*new_tile)}
+
+    monkeypatch.setattr(sweep, "sweep_size", stopped_after_the_first_size)
+    out, tiles = tmp_path / "sweep.json", tmp_path / "tiles.py"
+    with pytest.raises(KeyboardInterrupt):
+        sweep.main(["--sizes", "4096x128,1024x512", "--advantages-only", "--json", str(out),
+                    "--write-tiles", str(tiles)])
+    report = json.loads(out.read_text())
+    assert report["sizes_left"] == 1 and [row["best"] for row in report["rows"]] == ["2x32/w1/g/a/tv"]
+    namespace = {}
+    exec(tiles.read_text(), namespace)
+    assert namespace["TILES"] == {**gae_tiles.TILES, (4096, 128): new_tile}
+    assert list(namespace["TILES"]) == list(gae_tiles.TILES)  # the table's order
+    assert "swept 1 of 2 sizes; 11 other sizes kept from the table before" in namespace["__doc__"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sweep.json", "tiles.py"]  # no partial file left
+
+
 def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_written(tmp_path):
     """Compiled for an H100 (sm_90) here, without one: with time ascending along the tile, each thread loads
     rewards and values and stores both outputs as 16-byte vectors, in fewer memory instructions than the
