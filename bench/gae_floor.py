@@ -127,8 +127,9 @@ SECTOR_BYTES = 32  # the smallest unit a GPU moves between DRAM and L2
 def gae_bytes(inputs: dict[str, torch.Tensor], returns: bool = True, truncated_values_whole: bool = False) -> int:
     """Bytes GAE must move: every input read once and advantages (and returns) written, except truncated_values,
     which it needs only where a step is truncated: counted by the 32-byte sectors that hold a truncated step,
-    the least any load of those steps fetches. `truncated_values_whole` counts it whole, as the floor of runs
-    1-5 did (a floor up to 4 bytes per step higher than what the op must move)."""
+    the least any load of those steps fetches, placed by the tensor's address (a view may start mid-sector).
+    `truncated_values_whole` counts it whole, as the floor of runs 1-5 did (a floor up to 4 bytes per step
+    higher than what the op must move)."""
     values = inputs["truncated_values"]
     read = sum(t.numel() * t.element_size() for name, t in inputs.items() if name != "truncated_values")
     if truncated_values_whole:
@@ -136,7 +137,8 @@ def gae_bytes(inputs: dict[str, torch.Tensor], returns: bool = True, truncated_v
     else:
         per_sector = SECTOR_BYTES // values.element_size()
         truncated = inputs["truncated"].reshape(-1).bool()  # env-major and contiguous, as the buffer stores it
-        truncated = torch.nn.functional.pad(truncated, (0, -truncated.numel() % per_sector))
+        lead = values.data_ptr() % SECTOR_BYTES // values.element_size()  # steps sharing the first sector
+        truncated = torch.nn.functional.pad(truncated, (lead, -(lead + truncated.numel()) % per_sector))
         read += int(truncated.view(-1, per_sector).any(dim=1).sum()) * SECTOR_BYTES
     written = (2 if returns else 1) * inputs["rewards"].numel() * 4  # float32 advantages (and returns)
     return read + written

@@ -362,8 +362,8 @@ def test_gae_floor_acceptance_counts_each_call_against_its_own_floor():
 
 def test_gae_floor_counts_truncated_values_by_the_sectors_holding_a_truncated_step():
     """The floor's bytes: truncated_values by the 32-byte sectors holding a truncated step (env-major, as the
-    buffer stores it), every other input whole, and the outputs written; `truncated_values_whole` counts it
-    whole, as runs 1-5 did."""
+    buffer stores it, placed by the tensor's address), every other input whole, and the outputs written;
+    `truncated_values_whole` counts it whole, as runs 1-5 did."""
     floor = _load_bench_module("gae_floor")
     shape = (3, 10)
     truncated = torch.zeros(shape, dtype=torch.bool)
@@ -381,6 +381,15 @@ def test_gae_floor_counts_truncated_values_by_the_sectors_holding_a_truncated_st
     bf16 = {**inputs, "truncated": truncated, "truncated_values": torch.zeros(shape, dtype=torch.bfloat16)}
     assert floor.gae_bytes(bf16) == others + 32 + 240
     assert floor.gae_bytes({**bf16, "truncated_values": torch.zeros(shape)}) == others + 2 * 32 + 240
+    # Steps 1 and 6 share float32 sector 0 when truncated_values starts on a sector, and straddle two when a view
+    # starts 3 steps into one (slots 4 and 9); 1 step in, they share one again (slots 2 and 7).
+    truncated = torch.zeros(shape, dtype=torch.bool)
+    truncated[0, 1] = truncated[0, 6] = True
+    base = torch.zeros(64)
+    assert base.data_ptr() % 32 == 0  # CPU allocations are 64-byte aligned
+    for lead, sectors in ((0, 1), (3, 2), (1, 1)):
+        shifted = {**inputs, "truncated": truncated, "truncated_values": base[lead:lead + 30].view(shape)}
+        assert floor.gae_bytes(shifted) == others + sectors * 32 + 240
 
 
 def test_gae_sweep_cuda_branch_writes_the_tile_table_with_the_device_stubbed(monkeypatch, tmp_path):
