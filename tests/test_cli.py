@@ -1,29 +1,67 @@
 """Command line and configuration: flags from the dataclass, invalid configs rejected before any work."""
 
+import ast
+import inspect
 import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
-from recurrent_ppo.cli import build_parser, config_from_args, field_docs, main
-from recurrent_ppo.config import TrainConfig
+from recurrent_ppo.cli import Train, help_text, main, parse
+from recurrent_ppo.config import PRESETS, TrainConfig
 
 
-def test_every_config_field_has_a_flag_and_a_docstring():
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of a dataclass, by field name."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {node.target.id: following.value.value for node, following in zip(body, body[1:])
+            if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)}
+
+
+def parse_train(argv: list[str]) -> TrainConfig:
+    args, _ = parse(["train", *argv])
+    assert isinstance(args, Train)
+    return args.config
+
+
+@pytest.mark.parametrize("command", ["train", "profile"])
+def test_every_config_field_has_a_flag_with_its_docstring(command):
     docs = field_docs(TrainConfig)
-    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    text = " ".join(help_text(command).replace("│", " ").split())  # the help, unwrapped
     for name in TrainConfig.__dataclass_fields__:
         assert docs.get(name), f"TrainConfig.{name} has no docstring"
-        assert "--" + name.replace("_", "-") in help_text, name
+        assert "--" + name.replace("_", "-") in text, name
+        first_words = " ".join(docs[name].split()[:4])
+        assert first_words in text, f"--{name} help lacks its docstring {first_words!r}"
 
 
 def test_flags_override_defaults():
-    args = build_parser().parse_args(["train", "--env", "cartpole", "--num-envs", "8", "--no-anneal-lr",
-                                      "--learning-rate", "1e-4"])
-    cfg = config_from_args(args)
+    cfg = parse_train(["--env", "cartpole", "--num-envs", "8", "--no-anneal-lr", "--learning-rate", "1e-4"])
     assert (cfg.env, cfg.num_envs, cfg.anneal_lr, cfg.learning_rate) == ("cartpole", 8, False, 1e-4)
     assert cfg.num_steps == TrainConfig().num_steps
+
+
+def test_a_preset_gives_the_defaults_and_flags_override_it():
+    cfg = parse_train(["--preset", "memory", "--num-envs", "8"])
+    assert cfg == PRESETS["memory"].replace(num_envs=8)
+    assert parse_train(["--num-envs=8", "--preset=memory"]) == cfg, "order and = forms do not matter"
+
+
+def test_flags_of_every_type_parse():
+    cfg = parse_train(["--compile-mode", "reduce-overhead", "--compile-backend", "aot_eager", "--seed", "3",
+                       "--run-dir", "here", "--no-progress"])
+    assert (cfg.compile_mode, cfg.compile_backend, cfg.seed, cfg.run_dir, cfg.progress) == (
+        "reduce-overhead", "aot_eager", 3, "here", False)
+
+
+def test_unknown_preset_and_bad_choices_are_usage_errors(capsys):
+    assert main(["train", "--preset", "pong"]) == 2
+    assert "pong" in capsys.readouterr().err
+    assert main(["train", "--matmul-precision", "tf32"]) == 2
+    assert "invalid choice 'tf32'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -33,7 +71,6 @@ def test_flags_override_defaults():
     (["--total-steps", "10"], "less than one rollout"),
     (["--gamma", "1.5"], "gamma=1.5 must lie in [0, 1]"),
     (["--num-envs", "0"], "num_envs=0 must be >= 1"),
-    (["--matmul-precision", "tf32"], "matmul_precision='tf32' must be one of"),
 ])
 def test_invalid_config_fails_before_any_work(tmp_path, capsys, flags, message):
     run_dir = tmp_path / "run"

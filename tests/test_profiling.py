@@ -1,6 +1,5 @@
 """`recurrent-ppo profile`: a tiny traced run writes a Perfetto-readable trace and a consistent breakdown."""
 
-import argparse
 import json
 from types import SimpleNamespace
 
@@ -8,20 +7,21 @@ import pytest
 from torch.autograd import DeviceType
 
 from recurrent_ppo.config import TrainConfig
-from recurrent_ppo.profiling import PHASES, add_profile_parser, format_breakdown, profile_command, summarize
+from recurrent_ppo.cli import Profile, help_text, parse, profile_command
+from recurrent_ppo.profiling import PHASES, format_breakdown, summarize
 
 TINY = ["--num-envs", "4", "--num-steps", "16", "--seq-len", "4", "--hidden-dim", "8", "--num-minibatches", "2",
         "--update-epochs", "2", "--total-steps", "256", "--device", "cpu", "--compile-mode", "off"]
 
 
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="recurrent-ppo")
-    add_profile_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["profile", *argv])
+def parse_profile(argv: list[str]) -> Profile:
+    args, _ = parse(["profile", *argv])
+    assert isinstance(args, Profile)
+    return args
 
 
 def run_profile(out, capsys, *flags: str) -> str:
-    assert profile_command(parse([*TINY, "--wait", "1", "--warmup", "1", "--active", "1", "--out", str(out),
+    assert profile_command(parse_profile([*TINY, "--wait", "1", "--warmup", "1", "--active", "1", "--out", str(out),
                                   *flags])) == 0
     return capsys.readouterr().out
 
@@ -77,19 +77,18 @@ def test_several_active_steps_are_all_counted(tmp_path, capsys):
 ])
 def test_invalid_settings_fail_before_any_work(tmp_path, capsys, flags, message):
     out = tmp_path / "run"
-    assert profile_command(parse([*TINY, "--out", str(out), *flags])) == 2
+    assert profile_command(parse_profile([*TINY, "--out", str(out), *flags])) == 2
     assert message in capsys.readouterr().err
     assert not out.exists(), "nothing may be written for an invalid configuration"
 
 
 def test_every_train_flag_is_accepted():
-    parser = argparse.ArgumentParser(prog="recurrent-ppo")
-    add_profile_parser(parser.add_subparsers(dest="command"))
-    help_text = parser._subparsers._group_actions[0].choices["profile"].format_help()
+    text = help_text("profile")
     for name in TrainConfig.__dataclass_fields__:
-        assert "--" + name.replace("_", "-") in help_text, name
-    args = parse(["--preset", "cartpole", "--no-anneal-lr", "--learning-rate", "1e-4"])
-    assert (args.preset, args.anneal_lr, args.learning_rate) == ("cartpole", False, 1e-4)
+        assert "--" + name.replace("_", "-") in text, name
+    args = parse_profile(["--preset", "cartpole", "--no-anneal-lr", "--learning-rate", "1e-4"])
+    assert (args.preset, args.config.env, args.config.anneal_lr, args.config.learning_rate) == (
+        "cartpole", "cartpole", False, 1e-4)
     assert (args.wait, args.warmup, args.active) == (1, 1, 2)
 
 

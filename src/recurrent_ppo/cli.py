@@ -1,120 +1,162 @@
-"""`recurrent-ppo` command line: subcommands whose flags are generated from the config dataclass."""
+"""`recurrent-ppo` command line: subcommands train, eval, plot and profile, parsed from dataclasses by tyro.
+
+Every `TrainConfig` field is a flag of `train` and `profile` (`--num-envs`, `--anneal-lr/--no-anneal-lr`), its
+docstring the help. `--preset NAME` and `--resume RUN_DIR` choose the defaults the other flags then override:
+a preset's configuration, or the saved run's.
+"""
 
 from __future__ import annotations
 
-import argparse
-import ast
+import contextlib
 import dataclasses
-import inspect
+import io
 import sys
-import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union
+
+import tyro
 
 from recurrent_ppo.config import PRESETS, TrainConfig
 
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass, by field name."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, following in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
-            docs[node.target.id] = str(following.value.value)
-    return docs
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    """One `--flag-name` per dataclass field, typed by its annotation, its docstring as help."""
-    docs = field_docs(cls)
-    for field in dataclasses.fields(cls):
-        flag = "--" + field.name.replace("_", "-")
-        kind = {"int": int, "float": float, "str": str, "bool": bool}[str(field.type)]
-        # default=None marks "not given" (so a preset's value survives); the help names the real default.
-        help = f"{docs.get(field.name, '')} (default: {field.default})"
-        if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
-        else:
-            parser.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(), help=help)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends defaults, except the None of config flags, whose help already names the config's default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The preset named by --preset (or the default config), with every flag given on the command line applied."""
-    base = PRESETS[args.preset] if args.preset else TrainConfig()
-    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-               if getattr(args, f.name) is not None}
-    return base.replace(**changes)
-
+PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
+Config = Annotated[TrainConfig, tyro.conf.arg(name=""), tyro.conf.OmitArgPrefixes]
+"""A TrainConfig whose fields become top-level flags of the subcommand."""
 
 # What a resumed run may change: how long it runs and how, never what it trains (env, sizes, PPO settings).
 RESUMABLE = ("total_steps", "checkpoint_every", "eval_episodes", "progress", "device", "compile_mode",
              "compile_backend", "matmul_precision")
 
 
-def resumed_config(saved: dict, args: argparse.Namespace) -> TrainConfig:
-    """The saved run's configuration with the RESUMABLE flags given applied; any other flag is an error."""
-    if args.preset:
-        raise ValueError("--preset cannot be combined with --resume: the run keeps its configuration")
+@dataclass
+class Train:
+    """Train a policy."""
+
+    config: Config
+    preset: Annotated[PresetName | None, tyro.conf.arg(metavar="NAME")] = None  # type: ignore[valid-type]
+    """Start from a named configuration; flags given beside it override it."""
+    resume: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR")] = None
+    """Continue the run in this folder from its checkpoint, with its configuration; only --total-steps,
+    --checkpoint-every, --eval-episodes, --progress, --device, --compile-mode, --compile-backend and
+    --matmul-precision may change."""
+
+
+@dataclass
+class Eval:
+    """Evaluate a saved policy with the deterministic policy on the run's env."""
+
+    path: tyro.conf.Positional[str]
+    """checkpoint.pt, or the run folder holding it."""
+    episodes: int = 100
+    """Episodes to average."""
+    num_envs: int | None = None
+    """Envs stepped together (default: the run's)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    seed: int = 1
+    """Seed of the envs' episodes."""
+    compile_mode: str = "off"
+    """torch.compile mode of the evaluation step."""
+
+
+@dataclass
+class Plot:
+    """Draw a run's learning curves to a PNG."""
+
+    run_dir: tyro.conf.Positional[str]
+    """Run folder holding metrics.jsonl."""
+    out: str | None = None
+    """PNG to write (default: RUN_DIR/curves.png)."""
+
+
+@dataclass
+class Profile:
+    """Run wait + warmup + active training iterations under torch.profiler, write a Chrome trace (trace.json) and
+    breakdown.json, and print the time per phase and the top kernels/ops."""
+
+    config: Config
+    wait: int = 1
+    """Untraced iterations first; the first one pays for compilation."""
+    warmup: int = 1
+    """Iterations the profiler runs on but discards."""
+    active: int = 2
+    """Iterations traced."""
+    out: str | None = None
+    """Output folder (default: profiles/<env>-<timestamp>)."""
+    top: int = 15
+    """Rows of the top kernels/ops table."""
+    preset: Annotated[PresetName | None, tyro.conf.arg(metavar="NAME")] = None  # type: ignore[valid-type]
+    """Start from a named configuration; flags given beside it override it."""
+
+
+Command = Union[Train, Eval, Plot, Profile]  # noqa: UP007 - tyro builds the subcommands from a Union
+
+
+class UsageError(Exception):
+    """A command line that names something unusable (a missing checkpoint, a preset with --resume)."""
+
+
+def _option(argv: Sequence[str], flag: str) -> str | None:
+    """The value given to `flag` in `argv` (`--flag VALUE` or `--flag=VALUE`), the last one if repeated."""
+    value = None
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif token.startswith(flag + "="):
+            value = token[len(flag) + 1:]
+    return value
+
+
+def _defaults(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
+    """The configuration the flags of `train`/`profile` override, and the checkpoint being resumed, if any."""
+    preset, resume = _option(argv, "--preset"), _option(argv, "--resume")
+    if resume is not None:
+        if preset is not None:
+            raise UsageError("--preset cannot be combined with --resume: the run keeps its configuration")
+        from recurrent_ppo.checkpoint import read_checkpoint
+
+        saved = read_checkpoint(resume)
+        return TrainConfig(**saved["config"]), saved
+    if preset in PRESETS:
+        return PRESETS[preset], None
+    return TrainConfig(), None  # an unknown preset is left for tyro to reject with the choices
+
+
+def parse(argv: Sequence[str]) -> tuple[Command, dict | None]:
+    """The subcommand and its arguments; for `train --resume`, also the saved checkpoint."""
+    base, saved = _defaults(argv)
+    command = Annotated[Union[  # type: ignore[valid-type]
+        Annotated[Train, tyro.conf.subcommand("train", default=Train(config=base))],
+        Annotated[Eval, tyro.conf.subcommand("eval")],
+        Annotated[Plot, tyro.conf.subcommand("plot")],
+        Annotated[Profile, tyro.conf.subcommand("profile", default=Profile(config=base))],
+    ], tyro.conf.OmitSubcommandPrefixes]
+    args = tyro.cli(command, args=list(argv), prog="recurrent-ppo",
+                    description="Recurrent PPO on GPU-native and gymnasium envs.")
+    return args, saved
+
+
+def resumed_config(saved: dict, given: TrainConfig, resume: str) -> TrainConfig:
+    """The saved run's configuration with the RESUMABLE settings of `given` applied; a change to any other
+    setting is an error."""
     base = TrainConfig(**saved)
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name) is not None}
-    fixed = {name: value for name, value in given.items()
-             if name not in RESUMABLE and not (name == "run_dir" and value == args.resume)}
-    if fixed:
-        name = sorted(fixed)[0]
+    for field in dataclasses.fields(TrainConfig):
+        name = field.name
+        if name in RESUMABLE or name == "run_dir" or getattr(given, name) == getattr(base, name):
+            continue
         raise ValueError(f"--{name.replace('_', '-')} cannot change when resuming (the run has "
                          f"{name}={getattr(base, name)!r})")
-    return base.replace(**{name: given[name] for name in given if name in RESUMABLE}, run_dir=args.resume)
+    return base.replace(**{name: getattr(given, name) for name in RESUMABLE}, run_dir=resume)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recurrent-ppo", description="Recurrent (LSTM) PPO on GPU-native envs.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a policy", formatter_class=HelpFormatter)
-    train.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration")
-    train.add_argument("--resume", metavar="RUN_DIR", default=None,
-                       help="continue the run in RUN_DIR from its checkpoint, with its configuration; only "
-                            f"{', '.join('--' + f.replace('_', '-') for f in RESUMABLE)} may change")
-    add_config_arguments(train)
-    plot = commands.add_parser("plot", help="draw a run's learning curves to a PNG")
-    plot.add_argument("run_dir", metavar="RUN_DIR", help="run folder holding metrics.jsonl")
-    plot.add_argument("--out", metavar="PATH", default=None, help="PNG to write (default: RUN_DIR/curves.png)")
-    evaluate = commands.add_parser("eval", help="evaluate a saved policy with the deterministic policy",
-                                   formatter_class=HelpFormatter)
-    evaluate.add_argument("path", metavar="PATH", help="checkpoint.pt, or the run folder holding it")
-    evaluate.add_argument("--episodes", type=int, default=100, help="episodes to average")
-    evaluate.add_argument("--num-envs", type=int, default=None, help="envs stepped together (default: the run's)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    evaluate.add_argument("--seed", type=int, default=1, help="seed of the envs' episodes")
-    evaluate.add_argument("--compile-mode", default="off", help="torch.compile mode of the evaluation step")
-    from recurrent_ppo.profiling import add_profile_parser  # profiling builds on this module's flag helpers
-
-    add_profile_parser(commands)
-    return parser
-
-
-def train_command(args: argparse.Namespace) -> int:
+def train_command(args: Train, saved: dict | None) -> int:
     from recurrent_ppo import distributed
-    from recurrent_ppo.checkpoint import read_checkpoint
     from recurrent_ppo.trainer import Trainer
 
-    saved = None
     try:
-        if args.resume:
-            saved = read_checkpoint(args.resume)
-            cfg = resumed_config(saved["config"], args)
-        else:
-            cfg = config_from_args(args)
+        cfg = args.config if saved is None else resumed_config(saved["config"], args.config, args.resume)
         cfg.validate()
-    except (FileNotFoundError, ValueError, TypeError) as err:
+    except (ValueError, TypeError) as err:
         print(f"recurrent-ppo train: invalid configuration: {err}", file=sys.stderr)
         return 2
     try:
@@ -145,7 +187,7 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def eval_command(args: argparse.Namespace) -> int:
+def eval_command(args: Eval) -> int:
     import torch
 
     from recurrent_ppo.checkpoint import load_policy, read_checkpoint
@@ -171,7 +213,7 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def plot_command(args: argparse.Namespace) -> int:
+def plot_command(args: Plot) -> int:
     from recurrent_ppo.plot import MetricsError, plot_run
 
     try:
@@ -183,9 +225,63 @@ def plot_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from recurrent_ppo.profiling import profile_command
+def profile_command(args: Profile) -> int:
+    """Validate, profile, print the breakdown; 2 on an invalid configuration, before anything is written."""
+    from pathlib import Path
 
-    commands = {"train": train_command, "eval": eval_command, "plot": plot_command, "profile": profile_command}
-    return commands[args.command](args)
+    from recurrent_ppo.profiling import (
+        BREAKDOWN_FILE, TRACE_FILE, ProfileSchedule, check_fits, default_profile_dir, format_breakdown,
+        profile_training)
+
+    cfg = args.config
+    sched = ProfileSchedule(args.wait, args.warmup, args.active)
+    try:
+        sched.validate()
+        cfg.validate()
+        check_fits(cfg, sched)
+        if args.top < 1:
+            raise ValueError(f"top={args.top} must be >= 1")
+    except ValueError as err:
+        print(f"recurrent-ppo profile: invalid configuration: {err}", file=sys.stderr)
+        return 2
+    if sched.wait + sched.warmup == 0 and cfg.resolved_compile_mode(cfg.resolved_device()) != "off":
+        print("recurrent-ppo profile: warning: no wait/warmup iterations, so compilation lands in the trace",
+              file=sys.stderr)
+    out_dir = Path(args.out) if args.out else default_profile_dir(cfg)
+    print(f"profiling {cfg.env}: {sched.steps} iterations (wait {sched.wait}, warmup {sched.warmup}, "
+          f"active {sched.active}) of {cfg.num_envs} envs x {cfg.num_steps} steps -> {out_dir}")
+    breakdown = profile_training(cfg, sched, out_dir, top=args.top)
+    untraced = ", ".join(f"{s:.2f}" for s in breakdown["untraced_step_s"]) or "none"
+    compiled = breakdown["compile_mode"] != "off"
+    print(f"device {breakdown['device']}, compile mode {breakdown['compile_mode']}; untraced iterations took "
+          f"{untraced} s" + (" (the first includes compilation)" if compiled and untraced != "none" else ""))
+    print(format_breakdown(breakdown))
+    print(f"trace: {out_dir / TRACE_FILE} (open in https://ui.perfetto.dev); breakdown: {out_dir / BREAKDOWN_FILE}")
+    return 0
+
+
+def help_text(command: str) -> str:
+    """What `recurrent-ppo COMMAND --help` prints."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        main([command, "--help"])
+    return printed.getvalue()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, saved = parse(argv)
+    except (UsageError, FileNotFoundError, ValueError) as err:
+        command = argv[0] if argv and not argv[0].startswith("-") else "train"
+        print(f"recurrent-ppo {command}: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as exit:  # tyro's usage errors and --help
+        return exit.code if isinstance(exit.code, int) else 2
+    if isinstance(args, Train):
+        return train_command(args, saved)
+    if isinstance(args, Eval):
+        return eval_command(args)
+    if isinstance(args, Plot):
+        return plot_command(args)
+    return profile_command(args)

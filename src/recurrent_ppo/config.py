@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -64,14 +65,13 @@ class TrainConfig:
     """Global gradient-norm clip."""
     norm_adv: bool = True
     """Normalize advantages per minibatch."""
-    compile_mode: str = "auto"
+    compile_mode: Literal["auto", "off", "default", "reduce-overhead", "max-autotune"] = "auto"
     """torch.compile mode of the rollout step, the update's loss and evaluation: off, default, reduce-overhead
     (adds CUDA graphs on GPU), max-autotune; auto picks per device (see resolved_compile_mode)."""
-    compile_backend: str = "inductor"
+    compile_backend: Literal["inductor", "eager", "aot_eager"] = "inductor"
     """torch.compile backend; 'eager' or 'aot_eager' trace with fullgraph=True without generating code."""
-    matmul_precision: str = "highest"
-    """torch.set_float32_matmul_precision for the run: highest (fp32 GEMMs), high (TF32 on NVIDIA GPUs), medium.
-    On an H100 the update is GPU-bound on fp32 LSTM GEMMs (README, "Measured"); what high gains is unmeasured."""
+    matmul_precision: Literal["highest", "high", "medium"] = "highest"
+    """torch.set_float32_matmul_precision for the run: highest (fp32 GEMMs), high (TF32 on NVIDIA GPUs), medium."""
     checkpoint_every: int = 50
     """Iterations between checkpoints (written atomically over RUN_DIR/checkpoint.pt); 0: only at the end."""
     eval_episodes: int = 100
@@ -100,15 +100,9 @@ class TrainConfig:
         return device
 
     def resolved_compile_mode(self, device: torch.device) -> str:
-        """The compile mode `auto` stands for on `device`.
-
-        CPU: default (inductor). On a 2-core CPU the default stateless-cartpole run went from 15.4k to 29.0k
-        steps/s per iteration (median) compiled; compiling costs ~35 s cold and ~9 s from inductor's cache
-        (2026-11-26, torch 2.13.0). CUDA: reduce-overhead, because at these sizes a rollout step is dozens of
-        tiny kernels whose launches cost more than their work, and CUDA graphs remove the launches. On an H100
-        at 4096 envs (torch 2.11, 2026-11-26): reduce-overhead 4.61M steps/s against 1.01M eager, default
-        1.86M against 0.95M eager in another run (README, "Measured").
-        """
+        """The compile mode `auto` stands for on `device`: default (inductor) on CPU; reduce-overhead on CUDA, where
+        a rollout step is dozens of tiny kernels whose launches cost more than their work, and CUDA graphs remove
+        the launches (docs/measurements.md has the speed of each mode)."""
         if self.compile_mode != "auto":
             return self.compile_mode
         return "reduce-overhead" if device.type == "cuda" else "default"

@@ -13,10 +13,8 @@ ones are recorded. Output, in one folder (profiles/<env>-<timestamp>/ or --out):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -27,8 +25,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from recurrent_ppo.cli import HelpFormatter, add_config_arguments, config_from_args
-from recurrent_ppo.config import PRESETS, TrainConfig
+from recurrent_ppo.config import TrainConfig
 
 PHASES = ("rollout", "gae", "update")
 """The record_function ranges Trainer.train_iteration wraps its phases in."""
@@ -229,52 +226,3 @@ def format_breakdown(breakdown: dict[str, Any]) -> str:
     if not breakdown["top_ops"]:
         lines.append("  (none recorded" + (": is CUPTI available to the profiler?)" if on_device else ")"))
     return "\n".join(lines)
-
-
-def add_profile_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `profile` subcommand: the schedule flags, --out, --top and every TrainConfig flag."""
-    parser = subparsers.add_parser(
-        "profile", help="trace a few training iterations with torch.profiler",
-        description="Run wait + warmup + active training iterations under torch.profiler, write a Chrome trace "
-                    "(trace.json) and breakdown.json, and print the time per phase and the top kernels/ops.",
-        formatter_class=HelpFormatter)
-    defaults = ProfileSchedule()
-    parser.add_argument("--wait", type=int, default=defaults.wait,
-                        help="untraced iterations first; the first one pays for compilation")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup,
-                        help="iterations the profiler runs on but discards")
-    parser.add_argument("--active", type=int, default=defaults.active, help="iterations traced")
-    parser.add_argument("--out", default=None, help="output folder (default: profiles/<env>-<timestamp>)")
-    parser.add_argument("--top", type=int, default=15, help="rows of the top kernels/ops table")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="start from a named configuration")
-    add_config_arguments(parser)
-
-
-def profile_command(args: argparse.Namespace) -> int:
-    """Validate, profile, print the breakdown; 2 on an invalid configuration, before anything is written."""
-    cfg = config_from_args(args)
-    sched = ProfileSchedule(args.wait, args.warmup, args.active)
-    try:
-        sched.validate()
-        cfg.validate()
-        check_fits(cfg, sched)
-    except ValueError as err:
-        print(f"recurrent-ppo profile: invalid configuration: {err}", file=sys.stderr)
-        return 2
-    if args.top < 1:
-        print(f"recurrent-ppo profile: invalid configuration: top={args.top} must be >= 1", file=sys.stderr)
-        return 2
-    if sched.wait + sched.warmup == 0 and cfg.resolved_compile_mode(cfg.resolved_device()) != "off":
-        print("recurrent-ppo profile: warning: no wait/warmup iterations, so compilation lands in the trace",
-              file=sys.stderr)
-    out_dir = Path(args.out) if args.out else default_profile_dir(cfg)
-    print(f"profiling {cfg.env}: {sched.steps} iterations (wait {sched.wait}, warmup {sched.warmup}, "
-          f"active {sched.active}) of {cfg.num_envs} envs x {cfg.num_steps} steps -> {out_dir}")
-    breakdown = profile_training(cfg, sched, out_dir, top=args.top)
-    untraced = ", ".join(f"{s:.2f}" for s in breakdown["untraced_step_s"]) or "none"
-    compiled = breakdown["compile_mode"] != "off"
-    print(f"device {breakdown['device']}, compile mode {breakdown['compile_mode']}; untraced iterations took "
-          f"{untraced} s" + (" (the first includes compilation)" if compiled and untraced != "none" else ""))
-    print(format_breakdown(breakdown))
-    print(f"trace: {out_dir / TRACE_FILE} (open in https://ui.perfetto.dev); breakdown: {out_dir / BREAKDOWN_FILE}")
-    return 0
