@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from recurrent_ppo.cli import Train, help_text, main, parse
+from recurrent_ppo.cli import Train, UsageError, help_text, main, parse
 from recurrent_ppo.config import PRESETS, TrainConfig
 
 
@@ -113,3 +113,73 @@ def test_eval_command_scores_a_saved_policy(tmp_path, capsys):
 def test_eval_command_names_a_missing_checkpoint(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nowhere")]) == 2
     assert f"no checkpoint at {tmp_path / 'nowhere'}" in capsys.readouterr().err
+
+
+def write_bad_checkpoints(folder):
+    """Files that are not checkpoints the trainer wrote, by name."""
+    import io
+
+    import torch
+
+    folder.mkdir()
+    (folder / "empty.pt").write_bytes(b"")
+    (folder / "random.pt").write_bytes(bytes(range(256)) * 8)
+    whole = io.BytesIO()
+    torch.save({"policy": {}, "config": {}}, whole)
+    (folder / "cut.pt").write_bytes(whole.getvalue()[:200])
+    torch.save(torch.zeros(3), folder / "tensor.pt")
+    torch.save({"weights": torch.zeros(3)}, folder / "foreign.pt")
+    return sorted(folder.iterdir())
+
+
+def assert_one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_unreadable_checkpoints_give_one_line_errors(tmp_path, capsys):
+    for path in write_bad_checkpoints(tmp_path / "bad"):
+        assert main(["eval", str(path)]) == 2, path.name
+        assert_one_line_error(capsys, str(path), "not a")
+        assert "weights_only" not in capsys.readouterr().err
+        run = tmp_path / path.stem
+        run.mkdir()
+        (run / "checkpoint.pt").write_bytes(path.read_bytes())
+        assert main(["train", "--resume", str(run)]) == 2, path.name
+        assert_one_line_error(capsys, str(run / "checkpoint.pt"))
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--device", "tpu"], "device='tpu' is not a device: use auto, cpu, cuda or cuda:N"),
+    (["--device", "meta"], "runs on cpu or cuda"),
+    (["--config", "missing.json"], "--config missing.json: cannot read"),
+    (["--preset", "memory", "--config", "c.json"], "--preset and --config both choose"),
+])
+def test_bad_settings_give_one_line_errors(tmp_path, monkeypatch, capsys, flags, needle):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *flags, "--run-dir", "run"]) == 2
+    assert_one_line_error(capsys, needle)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["train", "--run-dir", str(tmp_path / "file")]) == 2
+    assert_one_line_error(capsys, "is a file, not a folder")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        main(["eval", str(tmp_path / "nowhere"), "--debug"])
+
+
+def test_config_file_gives_the_defaults_and_flags_override_it(tmp_path):
+    saved = {**TrainConfig(env="cartpole", num_envs=8).__dict__, "resolved_device": "cpu", "world_size": 1}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert parse_train(["--config", str(tmp_path / "config.json"), "--seed", "7"]) == TrainConfig(
+        env="cartpole", num_envs=8, seed=7)
+    (tmp_path / "odd.json").write_text(json.dumps({"env": "cartpole", "colour": "blue"}))
+    with pytest.raises(UsageError, match=r"unknown settings \[.colour.\]"):
+        parse_train(["--config", str(tmp_path / "odd.json")])

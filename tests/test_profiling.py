@@ -7,7 +7,7 @@ import pytest
 from torch.autograd import DeviceType
 
 from recurrent_ppo.config import TrainConfig
-from recurrent_ppo.cli import Profile, help_text, parse, profile_command
+from recurrent_ppo.cli import Profile, help_text, main, parse, profile_command
 from recurrent_ppo.profiling import PHASES, format_breakdown, summarize
 
 TINY = ["--num-envs", "4", "--num-steps", "16", "--seq-len", "4", "--hidden-dim", "8", "--num-minibatches", "2",
@@ -77,7 +77,7 @@ def test_several_active_steps_are_all_counted(tmp_path, capsys):
 ])
 def test_invalid_settings_fail_before_any_work(tmp_path, capsys, flags, message):
     out = tmp_path / "run"
-    assert profile_command(parse_profile([*TINY, "--out", str(out), *flags])) == 2
+    assert main(["profile", *TINY, "--out", str(out), *flags]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists(), "nothing may be written for an invalid configuration"
 

@@ -32,6 +32,10 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint the trainer wrote: empty, cut short, corrupt or foreign."""
+
+
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """The state the trainer saved at `path`: a checkpoint file, or a run folder holding checkpoint.pt."""
     path = Path(path)
@@ -39,10 +43,19 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
         path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch.load's errors for empty, cut and foreign files vary by cause and version
+        # torch's own message can mislead (for random bytes it advises weights_only=False), so it is not repeated
+        raise CheckpointError(f"{path} is not a readable recurrent-ppo checkpoint (torch.load raised "
+                              f"{type(err).__name__}): it is empty, cut short, corrupt or not a checkpoint; "
+                              f"point at a run folder or the checkpoint.pt in it") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a recurrent-ppo checkpoint: it holds a {type(state).__name__}, "
+                              f"not the trainer's dict")
     missing = {"policy", "policy_args", "config"} - set(state)
     if missing:
-        raise ValueError(f"{path} is not a recurrent-ppo checkpoint: it lacks {sorted(missing)}")
+        raise CheckpointError(f"{path} is not a recurrent-ppo checkpoint: it lacks {sorted(missing)}")
     return state
 
 

@@ -10,14 +10,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal, Union
 
 import tyro
 
 from recurrent_ppo.config import PRESETS, TrainConfig
+
+TRAINER_KEYS = ("resolved_device", "resolved_compile_mode", "world_size")
+"""What the trainer writes into config.json beside the TrainConfig fields."""
 
 PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
 Config = Annotated[TrainConfig, tyro.conf.arg(name=""), tyro.conf.OmitArgPrefixes]
@@ -39,6 +44,10 @@ class Train:
     """Continue the run in this folder from its checkpoint, with its configuration; only --total-steps,
     --checkpoint-every, --eval-episodes, --progress, --device, --compile-mode, --compile-backend and
     --matmul-precision may change."""
+    config_file: Annotated[str | None, tyro.conf.arg(name="config", metavar="FILE")] = None
+    """Start from the configuration in FILE (a run's config.json); flags given beside it override it."""
+    debug: bool = False
+    """Show the full traceback of an error instead of its one-line message."""
 
 
 @dataclass
@@ -57,6 +66,8 @@ class Eval:
     """Seed of the envs' episodes."""
     compile_mode: str = "off"
     """torch.compile mode of the evaluation step."""
+    debug: bool = False
+    """Show the full traceback of an error instead of its one-line message."""
 
 
 @dataclass
@@ -67,6 +78,8 @@ class Plot:
     """Run folder holding metrics.jsonl."""
     out: str | None = None
     """PNG to write (default: RUN_DIR/curves.png)."""
+    debug: bool = False
+    """Show the full traceback of an error instead of its one-line message."""
 
 
 @dataclass
@@ -87,12 +100,16 @@ class Profile:
     """Rows of the top kernels/ops table."""
     preset: Annotated[PresetName | None, tyro.conf.arg(metavar="NAME")] = None  # type: ignore[valid-type]
     """Start from a named configuration; flags given beside it override it."""
+    config_file: Annotated[str | None, tyro.conf.arg(name="config", metavar="FILE")] = None
+    """Start from the configuration in FILE (a run's config.json); flags given beside it override it."""
+    debug: bool = False
+    """Show the full traceback of an error instead of its one-line message."""
 
 
 Command = Union[Train, Eval, Plot, Profile]  # noqa: UP007 - tyro builds the subcommands from a Union
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A command line that names something unusable (a missing checkpoint, a preset with --resume)."""
 
 
@@ -107,16 +124,34 @@ def _option(argv: Sequence[str], flag: str) -> str | None:
     return value
 
 
+def config_from_file(path: str) -> TrainConfig:
+    """The TrainConfig saved in a run's config.json (what the trainer adds beside the fields is left out)."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"--config {path}: cannot read a JSON configuration ({err})") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--config {path}: holds no configuration object")
+    fields = {field.name for field in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(saved) - fields - set(TRAINER_KEYS))
+    if unknown:
+        raise UsageError(f"--config {path}: unknown settings {unknown}; the file must be a run's config.json")
+    return TrainConfig(**{name: value for name, value in saved.items() if name in fields})
+
+
 def _defaults(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
     """The configuration the flags of `train`/`profile` override, and the checkpoint being resumed, if any."""
-    preset, resume = _option(argv, "--preset"), _option(argv, "--resume")
+    preset, resume, config = _option(argv, "--preset"), _option(argv, "--resume"), _option(argv, "--config")
+    given = [flag for flag, value in (("--preset", preset), ("--resume", resume), ("--config", config)) if value]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(given)} both choose the starting configuration: give one")
     if resume is not None:
-        if preset is not None:
-            raise UsageError("--preset cannot be combined with --resume: the run keeps its configuration")
         from recurrent_ppo.checkpoint import read_checkpoint
 
         saved = read_checkpoint(resume)
         return TrainConfig(**saved["config"]), saved
+    if config is not None:
+        return config_from_file(config), None
     if preset in PRESETS:
         return PRESETS[preset], None
     return TrainConfig(), None  # an unknown preset is left for tyro to reject with the choices
@@ -153,20 +188,15 @@ def train_command(args: Train, saved: dict | None) -> int:
     from recurrent_ppo import distributed
     from recurrent_ppo.trainer import Trainer
 
-    try:
-        cfg = args.config if saved is None else resumed_config(saved["config"], args.config, args.resume)
-        cfg.validate()
-    except (ValueError, TypeError) as err:
-        print(f"recurrent-ppo train: invalid configuration: {err}", file=sys.stderr)
-        return 2
+    cfg = args.config if saved is None else resumed_config(saved["config"], args.config, args.resume)
+    cfg.validate()
     try:
         trainer = Trainer(cfg)
         if saved is not None:
             try:
                 trainer.restore(saved)
             except ValueError as err:
-                print(f"recurrent-ppo train: cannot resume {args.resume}: {err}", file=sys.stderr)
-                return 2
+                raise UsageError(f"cannot resume {args.resume}: {err}") from err
         if not trainer.group.is_main:  # data-parallel: rank 0 reports for all processes
             trainer.train()
             return 0
@@ -194,16 +224,12 @@ def eval_command(args: Eval) -> int:
     from recurrent_ppo.envs import make_env
     from recurrent_ppo.rollout import Evaluator
 
-    try:
-        saved = read_checkpoint(args.path)
-        cfg = TrainConfig(**saved["config"]).replace(device=args.device, seed=args.seed,
-                                                     num_envs=args.num_envs or saved["config"]["num_envs"])
-        if args.episodes < 1 or cfg.num_envs < 1:
-            raise ValueError(f"--episodes and --num-envs must be >= 1, got {args.episodes} and {cfg.num_envs}")
-        device = cfg.resolved_device()
-    except (FileNotFoundError, ValueError, TypeError) as err:
-        print(f"recurrent-ppo eval: {err}", file=sys.stderr)
-        return 2
+    saved = read_checkpoint(args.path)
+    cfg = TrainConfig(**saved["config"]).replace(device=args.device, seed=args.seed,
+                                                 num_envs=args.num_envs or saved["config"]["num_envs"])
+    if args.episodes < 1 or cfg.num_envs < 1:
+        raise ValueError(f"--episodes and --num-envs must be >= 1, got {args.episodes} and {cfg.num_envs}")
+    device = cfg.resolved_device()
     torch.manual_seed(cfg.seed)
     policy = load_policy(args.path, device)
     evaluator = Evaluator(policy, make_env(cfg.env, cfg.num_envs, device), compile_mode=args.compile_mode)
@@ -214,36 +240,26 @@ def eval_command(args: Eval) -> int:
 
 
 def plot_command(args: Plot) -> int:
-    from recurrent_ppo.plot import MetricsError, plot_run
+    from recurrent_ppo.plot import plot_run
 
-    try:
-        out = plot_run(args.run_dir, args.out)
-    except MetricsError as err:
-        print(f"recurrent-ppo plot: {err}", file=sys.stderr)
-        return 2
+    out = plot_run(args.run_dir, args.out)
     print(f"wrote {out}")
     return 0
 
 
 def profile_command(args: Profile) -> int:
-    """Validate, profile, print the breakdown; 2 on an invalid configuration, before anything is written."""
-    from pathlib import Path
-
+    """Validate, profile, print the breakdown; an invalid configuration fails before anything is written."""
     from recurrent_ppo.profiling import (
         BREAKDOWN_FILE, TRACE_FILE, ProfileSchedule, check_fits, default_profile_dir, format_breakdown,
         profile_training)
 
     cfg = args.config
     sched = ProfileSchedule(args.wait, args.warmup, args.active)
-    try:
-        sched.validate()
-        cfg.validate()
-        check_fits(cfg, sched)
-        if args.top < 1:
-            raise ValueError(f"top={args.top} must be >= 1")
-    except ValueError as err:
-        print(f"recurrent-ppo profile: invalid configuration: {err}", file=sys.stderr)
-        return 2
+    sched.validate()
+    cfg.validate()
+    check_fits(cfg, sched)
+    if args.top < 1:
+        raise ValueError(f"top={args.top} must be >= 1")
     if sched.wait + sched.warmup == 0 and cfg.resolved_compile_mode(cfg.resolved_device()) != "off":
         print("recurrent-ppo profile: warning: no wait/warmup iterations, so compilation lands in the trace",
               file=sys.stderr)
@@ -268,20 +284,27 @@ def help_text(command: str) -> str:
     return printed.getvalue()
 
 
+USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
+               ImportError)
+"""Failures a user can fix (a setting, a path, a missing package): one line and exit code 2, without --debug."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else "train"
     try:
         args, saved = parse(argv)
-    except (UsageError, FileNotFoundError, ValueError) as err:
-        command = argv[0] if argv and not argv[0].startswith("-") else "train"
-        print(f"recurrent-ppo {command}: {err}", file=sys.stderr)
-        return 2
+        if isinstance(args, Train):
+            return train_command(args, saved)
+        if isinstance(args, Eval):
+            return eval_command(args)
+        if isinstance(args, Plot):
+            return plot_command(args)
+        return profile_command(args)
     except SystemExit as exit:  # tyro's usage errors and --help
         return exit.code if isinstance(exit.code, int) else 2
-    if isinstance(args, Train):
-        return train_command(args, saved)
-    if isinstance(args, Eval):
-        return eval_command(args)
-    if isinstance(args, Plot):
-        return plot_command(args)
-    return profile_command(args)
+    except USER_ERRORS as err:
+        if "--debug" in argv:
+            raise
+        print(f"recurrent-ppo {command}: {err} (--debug shows the traceback)", file=sys.stderr)
+        return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -94,9 +95,17 @@ class TrainConfig:
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        device = torch.device(self.device)
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"device={self.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device={self.device!r}: recurrent-ppo runs on cpu or cuda; use auto, cpu, cuda or "
+                             "cuda:N")
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} asked for CUDA, but torch sees no CUDA device")
+            raise ValueError(f"device={self.device!r} asked for CUDA, but torch sees no CUDA device; use cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={self.device!r}: torch sees {torch.cuda.device_count()} CUDA device(s)")
         return device
 
     def resolved_compile_mode(self, device: torch.device) -> str:
@@ -142,6 +151,8 @@ class TrainConfig:
             raise ValueError(f"matmul_precision={self.matmul_precision!r} must be one of {MATMUL_PRECISIONS}")
         if self.compile_backend not in ("inductor", "eager", "aot_eager"):
             raise ValueError(f"compile_backend={self.compile_backend!r} must be inductor, eager or aot_eager")
+        if self.run_dir and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
+            raise ValueError(f"run_dir={self.run_dir!r} is a file, not a folder: give a folder for the run")
         self.resolved_device()
         return self
 
