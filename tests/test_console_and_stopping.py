@@ -1,0 +1,50 @@
+"""The run's console (a bar on a terminal, plain lines elsewhere) and the signal handling that stops it cleanly."""
+
+import io
+import os
+import signal
+import time
+
+import pytest
+
+from recurrent_ppo.console import Console, progress_line
+from recurrent_ppo.stopping import StopRequested
+
+RECORD = {"global_step": 4096, "sps": 18_400.2, "episode_return_mean": 23.1, "policy_loss": -0.01,
+          "value_loss": 0.5, "entropy": 0.69, "approx_kl": 0.002, "sps_overall": 17_000.0}
+
+
+def test_plain_lines_every_n_iterations_first_and_last_included():
+    stream = io.StringIO()
+    with Console(25, 4096, every=10, stream=stream) as console:
+        assert not console.interactive, "a StringIO is not a terminal"
+        for iteration in range(25):
+            console.update(iteration, {**RECORD, "global_step": 4096 * (iteration + 1)})
+        console.say("compiled in 12.3 s")
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[1] for line in lines[:-1]] == ["1/25", "10/25", "20/25", "25/25"]
+    assert lines[-1] == "compiled in 12.3 s"
+    assert lines[1] == progress_line({**RECORD, "global_step": 40960}, 10, 25)
+    assert lines[1] == ("iter 10/25  steps 40,960  sps 18,400  return 23.10  pg_loss -0.0100  v_loss 0.5000  "
+                        "entropy 0.690  kl 0.0020")
+
+
+def test_disabled_console_prints_nothing():
+    stream = io.StringIO()
+    with Console(3, 10, enabled=False, stream=stream) as console:
+        console.update(0, RECORD)
+        console.say("hello")
+    assert stream.getvalue() == ""
+
+
+def test_a_signal_is_recorded_and_a_second_one_aborts():
+    previous = signal.getsignal(signal.SIGTERM)
+    with StopRequested() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler runs in the main thread between bytecodes
+        assert stop.signal == signal.SIGTERM and stop.exit_code == 143
+        with pytest.raises(KeyboardInterrupt, match="second SIGINT: aborting"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert signal.getsignal(signal.SIGTERM) is previous, "the handlers are restored"
