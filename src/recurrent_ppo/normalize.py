@@ -1,0 +1,93 @@
+"""Running normalization on the device: rewards by the std of the discounted return, observations by their
+running mean and std, as gymnasium's NormalizeReward / NormalizeObservation (and CleanRL) do.
+
+The statistics are device tensors updated in place, so a compiled (CUDA-graphed) rollout step updates them with
+no host involvement; `state_dict`/`load_state_dict` carry them in checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class RunningMeanStd:
+    """Mean and variance of every sample seen so far, per feature of `shape`, merged batch by batch (Chan et al.'s
+    parallel update, as gymnasium's RunningMeanStd); starts from count `epsilon`, mean 0, var 1 as gymnasium does."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device | str, epsilon: float = 1e-4) -> None:
+        # Never 0-dim: AOTAutograd drops in-place updates of 0-dim float64 CPU tensors that a compiled function
+        # reads from an object's attributes (torch 2.13, aot_eager and inductor), so scalars are kept as [1].
+        shape = shape or (1,)
+        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.var = torch.ones(shape, dtype=torch.float64, device=device)
+        self.count = torch.full((1,), epsilon, dtype=torch.float64, device=device)
+
+    def update(self, batch: torch.Tensor) -> None:
+        """Merge `batch [B, *shape]` into the statistics, in place."""
+        batch = batch.to(torch.float64)
+        batch_count = batch.shape[0]
+        batch_mean = batch.mean(0)
+        batch_var = batch.var(0, unbiased=False)
+        total = self.count + batch_count
+        delta = batch_mean - self.mean
+        m2 = self.var * self.count + batch_var * batch_count + delta.square() * self.count * batch_count / total
+        self.mean.add_(delta * batch_count / total)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count.clone()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name in ("mean", "var", "count"):
+            getattr(self, name).copy_(state[name])
+
+
+class RewardNormalizer:
+    """Scales each env's rewards by the running std of its discounted return, as gymnasium's vector
+    NormalizeReward does with same-step autoreset: the return accumulates `gamma * return * (1 - terminated)
+    + reward` per env, its variance is tracked over all envs and steps, rewards are divided by
+    sqrt(var + epsilon), and an env's return starts again from 0 after its episode ends. Value targets then stay
+    near unit scale whatever the env's reward scale."""
+
+    def __init__(self, num_envs: int, gamma: float, device: torch.device | str, epsilon: float = 1e-8) -> None:
+        self.gamma, self.epsilon = gamma, epsilon
+        self.returns = torch.zeros(num_envs, dtype=torch.float64, device=device)  # [N]
+        self.stats = RunningMeanStd((), device)
+
+    def __call__(self, reward: torch.Tensor, terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
+        """The scaled `reward [N]` of this step; updates the statistics in place."""
+        returns = self.returns * self.gamma * (~terminated).to(torch.float64) + reward
+        self.stats.update(returns)
+        self.returns.copy_(returns * (~(terminated | truncated)).to(torch.float64))
+        return (reward / torch.sqrt(self.stats.var + self.epsilon)).to(reward.dtype)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"returns": self.returns.clone(), **{f"stats.{k}": v for k, v in self.stats.state_dict().items()}}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.returns.copy_(state["returns"])
+        self.stats.load_state_dict({k.removeprefix("stats."): v for k, v in state.items() if k.startswith("stats.")})
+
+
+class ObservationNormalizer:
+    """`(obs - mean) / sqrt(var + epsilon)`, clipped to +-clip, with the running statistics of every observation
+    seen (gymnasium's NormalizeObservation with CleanRL's clip), for Box observations of `shape`."""
+
+    def __init__(self, shape: tuple[int, ...], device: torch.device | str, *, clip: float = 10.0,
+                 epsilon: float = 1e-8) -> None:
+        self.clip, self.epsilon = clip, epsilon
+        self.stats = RunningMeanStd(shape, device)
+
+    def __call__(self, obs: torch.Tensor, update: bool = True) -> torch.Tensor:
+        """The normalized `obs [N, *shape]`; with `update`, first merges it into the statistics."""
+        if update:
+            self.stats.update(obs)
+        normalized = (obs - self.stats.mean) / torch.sqrt(self.stats.var + self.epsilon)
+        return normalized.clamp(-self.clip, self.clip).to(obs.dtype)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.stats.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.stats.load_state_dict(state)
