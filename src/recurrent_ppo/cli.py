@@ -106,7 +106,24 @@ class Profile:
     """Show the full traceback of an error instead of its one-line message."""
 
 
-Command = Union[Train, Eval, Plot, Profile]  # noqa: UP007 - tyro builds the subcommands from a Union
+@dataclass
+class Benchmark:
+    """Train every task of a suite for every seed; write a table (markdown, JSON) and the curves (PNG)."""
+
+    config: Config
+    suite: str = "popgym-easy"
+    """The tasks: popgym-easy, popgym-medium, popgym-hard or memory."""
+    seeds: int = 3
+    """Seeds 1..N of each task."""
+    steps: int | None = None
+    """Training steps per run (default: --total-steps)."""
+    out: str | None = None
+    """Output folder (default: benchmarks/<suite>-<timestamp>)."""
+    debug: bool = False
+    """Show the full traceback of an error instead of its one-line message."""
+
+
+Command = Union[Train, Eval, Plot, Profile, Benchmark]  # noqa: UP007 - tyro builds the subcommands from a Union
 
 
 class UsageError(ValueError):
@@ -165,6 +182,7 @@ def parse(argv: Sequence[str]) -> tuple[Command, dict | None]:
         Annotated[Eval, tyro.conf.subcommand("eval")],
         Annotated[Plot, tyro.conf.subcommand("plot")],
         Annotated[Profile, tyro.conf.subcommand("profile", default=Profile(config=base))],
+        Annotated[Benchmark, tyro.conf.subcommand("benchmark", default=Benchmark(config=base))],
     ], tyro.conf.OmitSubcommandPrefixes]
     args = tyro.cli(command, args=list(argv), prog="recurrent-ppo",
                     description="Recurrent PPO on GPU-native and gymnasium envs.")
@@ -276,6 +294,26 @@ def profile_command(args: Profile) -> int:
     return 0
 
 
+def benchmark_command(args: Benchmark) -> int:
+    import time
+
+    from recurrent_ppo.benchmark import SUITES, markdown_table, run_benchmark
+
+    if args.suite not in SUITES:
+        raise UsageError(f"--suite {args.suite!r} is unknown; choose one of {sorted(SUITES)}")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds} must be >= 1")
+    base = args.config.replace(total_steps=args.steps) if args.steps else args.config
+    tasks = SUITES[args.suite]()
+    out = Path(args.out) if args.out else Path("benchmarks") / f"{args.suite}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"benchmark {args.suite}: {len(tasks)} tasks x {args.seeds} seeds of {base.total_steps:,} steps -> {out}",
+          flush=True)
+    results = run_benchmark(tasks, args.seeds, base, out, say=lambda line: print(line, flush=True))
+    print(markdown_table([result.row() for result in results]), end="")
+    print(f"table: {out / 'results.md'}; JSON: {out / 'results.json'}; curves: {out / 'curves.png'}")
+    return 0
+
+
 def help_text(command: str) -> str:
     """What `recurrent-ppo COMMAND --help` prints."""
     printed = io.StringIO()
@@ -300,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return eval_command(args)
         if isinstance(args, Plot):
             return plot_command(args)
+        if isinstance(args, Benchmark):
+            return benchmark_command(args)
         return profile_command(args)
     except SystemExit as exit:  # tyro's usage errors and --help
         return exit.code if isinstance(exit.code, int) else 2

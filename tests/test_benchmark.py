@@ -1,0 +1,56 @@
+"""The learning benchmark: the table's arithmetic, its files, and a real (tiny) run through the CLI."""
+
+import json
+
+import pytest
+
+from recurrent_ppo.benchmark import SeedRun, run_benchmark
+from recurrent_ppo.cli import main
+from recurrent_ppo.config import TrainConfig
+
+
+def test_reach_is_ninety_percent_of_the_way_from_the_first_return_to_the_best():
+    run = SeedRun(1, 0.9, steps=[10, 20, 30, 40], seconds=[1.0, 2.0, 3.0, 4.0],
+                  returns=[float("nan"), -1.0, 0.85, 1.0], sps=100.0)
+    assert run.reached() == (30, 3.0), "-1 + 0.9 * (1 - -1) = 0.8, first reached by 0.85 at step 30"
+    assert SeedRun(1, 0.0, [10], [1.0], [float("nan")], 1.0).reached() == (None, None)
+
+
+def test_results_tabulate_mean_and_std_over_seeds(tmp_path):
+    finals = {("memory", 1): 1.0, ("memory", 2): 3.0, ("cartpole", 1): 5.0, ("cartpole", 2): 5.0}
+
+    def fake_train(cfg):
+        final = finals[(cfg.env, cfg.seed)]
+        return SeedRun(cfg.seed, final, [100, 200], [0.5, 1.0], [0.0, final], sps=1000.0 * cfg.seed)
+
+    lines = []
+    results = run_benchmark(["memory", "cartpole"], 2, TrainConfig(), tmp_path, say=lines.append, train=fake_train)
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [row["task"] for row in rows] == ["memory", "cartpole"]
+    assert rows[0]["final_return_mean"] == 2.0 and rows[0]["final_return_std"] == 1.0
+    assert rows[0]["steps_to_reach"] == 200 and rows[0]["sps"] == 1500.0
+    assert rows[1]["final_return_std"] == 0.0
+    table = (tmp_path / "results.md").read_text().splitlines()
+    assert table[2].startswith("| memory | 2.000 +- 1.000 (n=2) |"), table
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(lines) == 8 and lines[-1].startswith("[4/4] cartpole seed 2: final return 5.000"), lines
+    assert results[1].runs[1].seed == 2
+
+
+def test_an_empty_suite_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="the suite has no tasks"):
+        run_benchmark([], 1, TrainConfig(), tmp_path)
+
+
+def test_benchmark_command_trains_the_memory_suite(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--suite", "memory", "--seeds", "1", "--steps", "256", "--num-envs", "4",
+                 "--num-steps", "32", "--seq-len", "8", "--num-minibatches", "2", "--hidden-dim", "8",
+                 "--update-epochs", "1", "--eval-episodes", "2", "--device", "cpu", "--compile-mode", "off",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "benchmark memory: 2 tasks x 1 seeds of 256 steps" in printed
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [row["task"] for row in rows] == ["memory", "stateless-cartpole"]
+    assert all(len(row["final_returns"]) == 1 for row in rows)
+    assert (out / "runs" / "memory-s1" / "metrics.jsonl").is_file()
