@@ -104,3 +104,21 @@ def test_reopening_a_run_dir_starts_both_logs_afresh(tmp_path):
 def test_a_record_without_global_step_is_rejected(tmp_path):
     with RunLogger(tmp_path) as log, pytest.raises(ValueError, match="needs an int 'global_step'"):
         log.write({"loss": 1.0})
+
+
+def test_resuming_cuts_both_logs_back_to_the_checkpoint(tmp_path):
+    with RunLogger(tmp_path) as log:
+        for iteration in range(5):  # checkpointed after 3 iterations, then killed after 5
+            log.write({"iteration": iteration, "global_step": 10 * (iteration + 1), "loss": float(iteration),
+                       "time": 1.5 * (iteration + 1)})
+    with RunLogger(tmp_path, resume_after=(3, 30)) as log:
+        assert log.elapsed == 4.5, "time goes on from the last kept record"
+        for iteration in (3, 4):
+            log.write({"iteration": iteration, "global_step": 10 * (iteration + 1), "loss": 10.0 + iteration,
+                       "time": 5.0 + iteration})
+    rows = read_jsonl(tmp_path)
+    assert [row["iteration"] for row in rows] == [0, 1, 2, 3, 4], "no iteration logged twice"
+    assert [row["loss"] for row in rows] == [0.0, 1.0, 2.0, 13.0, 14.0]
+    assert read_scalars(tmp_path)["loss"] == [(10, 0.0), (20, 1.0), (30, 2.0), (40, 13.0), (50, 14.0)], \
+        "TensorBoard hides the killed run's points past the checkpoint"
+    assert not list(tmp_path.glob("*.partial"))

@@ -23,19 +23,34 @@ class RunLogger:
     """Owns RUN_DIR/metrics.jsonl and a TensorBoard event file in RUN_DIR; `write()` one record per iteration.
 
     Opening a run dir starts its logs afresh: metrics.jsonl is truncated and event files of an earlier run there
-    are removed, since TensorBoard would otherwise draw both runs as one. `resume=True` continues them instead
-    (a resumed run is the same run): records are appended, and earlier event files kept.
+    are removed, since TensorBoard would otherwise draw both runs as one. `resume_after=(iterations, global_step)`
+    continues a run from its checkpoint instead: metrics.jsonl keeps the records of the first `iterations`
+    iterations only (those after the checkpoint are logged again by the resumed run), TensorBoard hides the
+    events past `global_step` (SummaryWriter's purge_step), and `elapsed` is the time the kept records reached.
     """
 
-    def __init__(self, run_dir: str | Path, *, resume: bool = False) -> None:
+    def __init__(self, run_dir: str | Path, *, resume_after: tuple[int, int] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
+        metrics = self.run_dir / "metrics.jsonl"
+        self.elapsed = 0.0
+        if resume_after is None:
             for stale in self.run_dir.glob("events.out.tfevents.*"):
                 stale.unlink()
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a" if resume else "w")
+            purge_step = None
+        else:
+            iterations, global_step = resume_after
+            kept = [line for line in (metrics.read_text().splitlines() if metrics.exists() else [])
+                    if line.strip() and json.loads(line).get("iteration", iterations) < iterations]
+            if kept:
+                self.elapsed = float(json.loads(kept[-1]).get("time", 0.0))
+            partial = metrics.with_suffix(".jsonl.partial")
+            partial.write_text("".join(line + "\n" for line in kept))
+            partial.replace(metrics)  # whole or not at all: a crash here leaves the old log
+            purge_step = global_step + 1
+        self._jsonl = open(metrics, "a" if resume_after is not None else "w")
         # flush_secs: a live TensorBoard sees new points within seconds rather than the default two minutes.
-        self._writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=10)
+        self._writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=10, purge_step=purge_step)
 
     def write(self, record: dict[str, Any]) -> None:
         """Append `record` (which must hold an int `global_step`) as a JSON line and as scalars at that step."""

@@ -158,7 +158,8 @@ class Trainer:
         start, first_step = time.perf_counter(), self.global_step
         record: dict[str, Any] = {}
         with contextlib.ExitStack() as stack:
-            run_log = stack.enter_context(RunLogger(self.run_dir, resume=self.resumed)) if main else None
+            resume_after = (self.start_iteration, self.global_step) if self.resumed else None
+            run_log = stack.enter_context(RunLogger(self.run_dir, resume_after=resume_after)) if main else None
             # Telemetry samples on its own thread; the loop only copies its latest reading into each record.
             telemetry = stack.enter_context(GPUTelemetry(cuda_index(self.device))) if main else None
             stack.enter_context(progress)
