@@ -1,0 +1,47 @@
+"""Device ports of POPGym's tasks (Morad et al., ICLR 2023; the `popgym` package is the reference), by name.
+
+`POPGYM_ENVS["popgym/<Family><Level>"]` builds `num_envs` copies of a task at the package's Easy, Medium or Hard
+settings, with its observation and action spaces, episode lengths and reward scales (episode returns in
+[-1, 1]). `memoryless_return(name)` is the expected return of a stated policy that sees only the current
+observation: the bar a memory model must clear on a learning benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache, partial
+
+import torch
+
+from recurrent_ppo.envs.popgym import autoencode, count_recall, higher_lower, repeat_first, repeat_previous
+from recurrent_ppo.envs.popgym.core import PopGymEnv, monte_carlo_return
+
+_MODULES = {
+    "RepeatPrevious": repeat_previous, "RepeatFirst": repeat_first, "CountRecall": count_recall,
+    "Autoencode": autoencode, "HigherLower": higher_lower,
+}
+
+FAMILIES: dict[str, type[PopGymEnv]] = {family: getattr(module, family) for family, module in _MODULES.items()}
+"""Each task family's port, by POPGym's class name."""
+
+POPGYM_ENVS: dict[str, Callable[[int, torch.device], PopGymEnv]] = {
+    f"popgym/{family}{level}": partial(FAMILIES[family], **settings)
+    for family, module in _MODULES.items() for level, settings in module.DIFFICULTIES.items()
+}
+
+MONTE_CARLO_EPISODES = 4096
+"""Episodes of the Monte Carlo estimate of `memoryless_return` where there is no closed form."""
+
+
+@cache
+def memoryless_return(name: str) -> float:
+    """The expected episode return of env `name`'s `memoryless_policy`: in closed form where there is one, else a
+    Monte Carlo estimate over `MONTE_CARLO_EPISODES` episodes from a fixed seed (the global generator is left
+    alone)."""
+    if name not in POPGYM_ENVS:
+        raise ValueError(f"unknown POPGym env {name!r}; choose one of {sorted(POPGYM_ENVS)}")
+    exact = POPGYM_ENVS[name](1, torch.device("cpu")).exact_memoryless_return()
+    return exact if exact is not None else monte_carlo_return(POPGYM_ENVS[name], MONTE_CARLO_EPISODES)[0]
+
+
+__all__ = ["FAMILIES", "MONTE_CARLO_EPISODES", "POPGYM_ENVS", "memoryless_return"]
