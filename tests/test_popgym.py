@@ -21,7 +21,7 @@ from recurrent_ppo.envs.popgym.core import card_values, dealing_order, monte_car
 from recurrent_ppo.spaces import action_from_gym, from_gym, obs_tensors
 from tests.helpers import assert_close
 
-popgym = pytest.importorskip("popgym")
+popgym = pytest.importorskip("popgym")  # the reference; it brings gymnasium
 np = pytest.importorskip("numpy")
 
 LEVELS = ("Easy", "Medium", "Hard")
@@ -64,17 +64,29 @@ def assert_obs(actual, ref_obs, name: str, **tolerances) -> None:
         assert torch.equal(actual, expected), f"{name}: {actual.tolist()} != {expected.tolist()}"
 
 
-def run_against(env, refs, inject, policy, steps: int, min_episodes: int = 1, **tolerances) -> int:
+def assert_same(actual, expected, name: str) -> None:
+    """Two observations of the port (tensors, or dicts of them) are equal."""
+    pairs = zip(obs_tensors(actual), obs_tensors(expected))
+    assert all(torch.equal(a, b) for a, b in pairs), f"{name}: {actual} != {expected}"
+
+
+def run_against(env, refs, inject, policy, steps: int, min_episodes: int = 1, current=None, compare=None,
+                fresh_obs: bool = True, **tolerances) -> int:
     """Step `env` and its references `refs` (one per port env) together for `steps` steps; `inject(env, i, ref)`
     writes reference i's fresh episode into port env i (after each reset of the reference); `policy(t, refs)`
-    gives the actions `[N, ...]`. Observations and rewards must agree (exactly, or within `tolerances`) and the
-    episodes end alike (POPGym may report terminated and truncated at once: the port reports terminated).
-    Returns the number of episodes finished; at least `min_episodes` must."""
+    gives the actions `[N, ...]`. Observations (`current(env)` after an injection: by default `env._observe` of
+    its state) must agree with the reference's, compared by `compare(obs_row, ref_obs, name, ref)` (by default
+    exactly, or within `tolerances`); rewards likewise; and the episodes end alike (POPGym may report terminated
+    and truncated at once: the port reports terminated). Where an episode ended, the port's next observation must
+    be `current(env)` of its fresh state (unless `fresh_obs` is false: noisy observations). Returns the number of
+    episodes finished; at least `min_episodes` must."""
+    current = current or (lambda env: env._observe(env.state))
+    compare = compare or (lambda obs, ref_obs, name, ref: assert_obs(obs, ref_obs, name, **tolerances))
     seed = 1000
     for i, ref in enumerate(refs):
         ref_obs, _ = ref.reset(seed=seed + i)
         inject(env, i, ref)
-        assert_obs(row(env._observe(env.state), i), ref_obs, f"env {i} reset obs", **tolerances)
+        compare(row(current(env), i), ref_obs, f"env {i} reset obs", ref)
     finished = 0
     for t in range(steps):
         actions = policy(t, refs)
@@ -83,7 +95,7 @@ def run_against(env, refs, inject, policy, steps: int, min_episodes: int = 1, **
             action = actions[i].numpy() if actions.dim() > 1 else int(actions[i])
             ref_obs, ref_reward, terminated, truncated, _ = ref.step(action)
             where = f"env {i} step {t}"
-            assert_obs(row(result.final_obs, i), ref_obs, f"{where} obs", **tolerances)
+            compare(row(result.final_obs, i), ref_obs, f"{where} obs", ref)
             reward = torch.tensor(ref_reward, dtype=torch.float32)
             if tolerances:
                 assert_close(result.reward[i], reward, f"{where} reward", **tolerances)
@@ -93,14 +105,28 @@ def run_against(env, refs, inject, policy, steps: int, min_episodes: int = 1, **
             assert bool(result.truncated[i]) == (truncated and not terminated), f"{where} truncated"
             if terminated or truncated:
                 finished += 1
+                if fresh_obs:
+                    assert_same(row(result.obs, i), row(current(env), i), f"{where}: the port's reset obs")
                 seed += len(refs)
                 ref_obs, _ = ref.reset(seed=seed + i)
                 inject(env, i, ref)
-                assert_obs(row(env._observe(env.state), i), ref_obs, f"{where} reset obs", **tolerances)
+                compare(row(current(env), i), ref_obs, f"{where} reset obs", ref)
             else:
-                assert_obs(row(result.obs, i), ref_obs, f"{where} next obs", **tolerances)
+                compare(row(result.obs, i), ref_obs, f"{where} next obs", ref)
     assert finished >= min_episodes, f"only {finished} episodes ended in {steps} steps"
     return finished
+
+
+def ks_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs of `a` and `b`."""
+    both = torch.cat([a, b]).double().sort().values
+    cdf = [torch.searchsorted(x.double().sort().values, both, right=True) / len(x) for x in (a, b)]
+    return float((cdf[0] - cdf[1]).abs().max())
+
+
+def ks_bound(n: int, m: int) -> float:
+    """The KS distance two samples of one distribution exceed with chance 0.001."""
+    return 1.95 * math.sqrt((n + m) / (n * m))
 
 
 def random_actions(env):
@@ -228,8 +254,7 @@ def test_card_task_auto_reset_plays_the_spare_shoe(family):
     assert (env.state["elapsed"] == 0).all() and (env.state["active"] == 1).all()
     assert torch.equal(env.state["cards"][:, 0], first), "the used shoe is the next spare"
     assert not torch.equal(in_play(env), card_values(1, env.attribute).expand(3, -1)), "the spare was shuffled"
-    expected = env._observe(env.state)
-    assert all(torch.equal(a, b) for a, b in zip(obs_tensors(result.obs), obs_tensors(expected))), "reset obs"
+    assert_same(result.obs, env._observe(env.state), "reset obs")
 
 
 @pytest.mark.parametrize("which", ["reset", "spare"])

@@ -13,20 +13,36 @@ from functools import cache, partial
 
 import torch
 
-from recurrent_ppo.envs.popgym import autoencode, count_recall, higher_lower, repeat_first, repeat_previous
+from recurrent_ppo.envs.popgym import (
+    autoencode,
+    cartpole,
+    count_recall,
+    higher_lower,
+    pendulum,
+    repeat_first,
+    repeat_previous,
+)
 from recurrent_ppo.envs.popgym.core import PopGymEnv, monte_carlo_return
 
-_MODULES = {
-    "RepeatPrevious": repeat_previous, "RepeatFirst": repeat_first, "CountRecall": count_recall,
-    "Autoencode": autoencode, "HigherLower": higher_lower,
+_LEVELS: dict[type[PopGymEnv], dict[str, dict]] = {  # each family's constructor settings per difficulty
+    repeat_previous.RepeatPrevious: repeat_previous.DIFFICULTIES,
+    repeat_first.RepeatFirst: repeat_first.DIFFICULTIES,
+    count_recall.CountRecall: count_recall.DIFFICULTIES,
+    autoencode.Autoencode: autoencode.DIFFICULTIES,
+    higher_lower.HigherLower: higher_lower.DIFFICULTIES,
+    cartpole.PositionOnlyCartPole: cartpole.LENGTHS,
+    cartpole.VelocityOnlyCartPole: cartpole.LENGTHS,
+    cartpole.NoisyPositionOnlyCartPole: cartpole.NOISES,
+    pendulum.PositionOnlyPendulum: pendulum.LENGTHS,
+    pendulum.NoisyPositionOnlyPendulum: pendulum.NOISES,
 }
 
-FAMILIES: dict[str, type[PopGymEnv]] = {family: getattr(module, family) for family, module in _MODULES.items()}
+FAMILIES: dict[str, type[PopGymEnv]] = {family.__name__: family for family in _LEVELS}
 """Each task family's port, by POPGym's class name."""
 
 POPGYM_ENVS: dict[str, Callable[[int, torch.device], PopGymEnv]] = {
-    f"popgym/{family}{level}": partial(FAMILIES[family], **settings)
-    for family, module in _MODULES.items() for level, settings in module.DIFFICULTIES.items()
+    f"popgym/{family.__name__}{level}": partial(family, **settings)
+    for family, levels in _LEVELS.items() for level, settings in levels.items()
 }
 
 MONTE_CARLO_EPISODES = 4096
