@@ -53,8 +53,9 @@ def test_cartpole_matches_popgym(family, level):
     env.reset()
     refs = [reference(family, level) for _ in range(2)]
     steps = env.max_episode_steps + 5
-    run_against(env, refs, cartpole_inject, cartpole_policy(env), steps, min_episodes=3,
-                current=lambda env: env.cartpole.state[:, POSITIONS], **TOLERANCES)
+    ends = run_against(env, refs, cartpole_inject, cartpole_policy(env), steps,
+                       current=lambda env: env.cartpole.state[:, POSITIONS], **TOLERANCES)
+    assert ends["terminated"] >= 2 and ends["truncated"] == 1, ends
     assert int(env.cartpole.elapsed[0]) == 5, "the balanced episode was truncated at the time limit"
 
 
@@ -141,9 +142,9 @@ def test_pendulum_matches_popgym(level):
     env = POPGYM_ENVS[f"popgym/PositionOnlyPendulum{level}"](2, torch.device("cpu"))
     env.reset()
     refs = [reference("PositionOnlyPendulum", level) for _ in range(2)]
-    finished = run_against(env, refs, pendulum_inject, pendulum_policy(env), env.max_episode_steps + 3,
-                           current=pendulum_obs, rtol=1e-5, atol=1e-5)
-    assert finished == 2, "truncated after max_episode_steps, never terminated"
+    ends = run_against(env, refs, pendulum_inject, pendulum_policy(env), env.max_episode_steps + 3,
+                       current=pendulum_obs, rtol=1e-5, atol=1e-5)
+    assert ends == {"terminated": 0, "truncated": 2}, "truncated after max_episode_steps, never terminated"
 
 
 @pytest.mark.parametrize("level", LEVELS)

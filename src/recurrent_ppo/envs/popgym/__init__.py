@@ -15,9 +15,13 @@ import torch
 
 from recurrent_ppo.envs.popgym import (
     autoencode,
+    battleship,
     cartpole,
+    concentration,
     count_recall,
     higher_lower,
+    minesweeper,
+    multiarmed_bandit,
     pendulum,
     repeat_first,
     repeat_previous,
@@ -35,6 +39,10 @@ _LEVELS: dict[type[PopGymEnv], dict[str, dict]] = {  # each family's constructor
     cartpole.NoisyPositionOnlyCartPole: cartpole.NOISES,
     pendulum.PositionOnlyPendulum: pendulum.LENGTHS,
     pendulum.NoisyPositionOnlyPendulum: pendulum.NOISES,
+    multiarmed_bandit.MultiarmedBandit: multiarmed_bandit.DIFFICULTIES,
+    concentration.Concentration: concentration.DIFFICULTIES,
+    minesweeper.MineSweeper: minesweeper.DIFFICULTIES,
+    battleship.Battleship: battleship.DIFFICULTIES,
 }
 
 FAMILIES: dict[str, type[PopGymEnv]] = {family.__name__: family for family in _LEVELS}
@@ -45,7 +53,7 @@ POPGYM_ENVS: dict[str, Callable[[int, torch.device], PopGymEnv]] = {
     for family, levels in _LEVELS.items() for level, settings in levels.items()
 }
 
-MONTE_CARLO_EPISODES = 4096
+MONTE_CARLO_EPISODES = 1024
 """Episodes of the Monte Carlo estimate of `memoryless_return` where there is no closed form."""
 
 

@@ -33,6 +33,13 @@ def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(1)).squeeze(1)
 
 
+def where_done(done: torch.Tensor, fresh: Obs, running: Obs) -> Obs:
+    """The observation `fresh` where `done [N]`, else `running` (leaf by leaf for a dict)."""
+    if isinstance(fresh, dict):
+        return {path: where_done(done, x, running[path]) for path, x in fresh.items()}
+    return torch.where(done.view(-1, *(1,) * (fresh.dim() - 1)), fresh, running)
+
+
 def random_keys(num_envs: int, size: int, device: torch.device) -> torch.Tensor:
     """`[N, size]` int64 sort keys: their argsort is a uniform random permutation, their top k a uniform subset."""
     return torch.randint(KEY_RANGE, (num_envs, size), device=device)
@@ -91,7 +98,7 @@ class AutoResetEnv(PopGymEnv):
 
     def __init__(self, num_envs: int, device: torch.device | str) -> None:
         super().__init__(num_envs, device)
-        self.state = self._initial()
+        self.state = {name: value.clone() for name, value in self._initial().items()}  # one buffer each
 
     def _initial(self) -> dict[str, torch.Tensor]:
         """A fresh episode's state for every env (at `reset`)."""
@@ -103,7 +110,7 @@ class AutoResetEnv(PopGymEnv):
         return self._initial()
 
     def _observe(self, state: dict[str, torch.Tensor]) -> Obs:
-        """The observation of `state` (new tensors, never views of it): used for the episode's first one."""
+        """The first observation of the episodes `state` starts (new tensors, never views of it)."""
         raise NotImplementedError
 
     def _advance(self, state: dict[str, torch.Tensor], actions: torch.Tensor):
@@ -126,7 +133,8 @@ class AutoResetEnv(PopGymEnv):
         for name, value in merged.items():  # all computed first: a fresh value may be another's old state
             if value is not self.state[name]:
                 self.state[name].copy_(value)
-        return StepResult(self._observe(self.state), reward, terminated, truncated, final_obs)
+        obs = where_done(done, self._observe(self.state), final_obs)
+        return StepResult(obs, reward, terminated, truncated, final_obs)
 
 
 class CardGame(AutoResetEnv):
