@@ -115,12 +115,13 @@ class CleanRLPPO:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.env = make_env(cfg.env, cfg.num_envs, device)
-        self.agent = Agent(self.env.obs_dim, self.env.num_actions, cfg.hidden_dim, cfg.num_layers).to(device)
+        (self.obs_dim,), num_actions = self.env.observation_space.shape, self.env.action_space.n  # a flat Box, Discrete
+        self.agent = Agent(self.obs_dim, num_actions, cfg.hidden_dim, cfg.num_layers).to(device)
         self.optimizer = torch.optim.Adam(self.agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
 
         # ALGO Logic: Storage setup
         t, n = cfg.num_steps, cfg.num_envs
-        self.obs = torch.zeros((t, n, self.env.obs_dim)).to(device)
+        self.obs = torch.zeros((t, n, self.obs_dim)).to(device)
         self.actions = torch.zeros((t, n)).to(device)
         self.logprobs = torch.zeros((t, n)).to(device)
         self.rewards = torch.zeros((t, n)).to(device)
@@ -183,7 +184,7 @@ class CleanRLPPO:
         self.next_obs, self.next_done, self.next_lstm_state = next_obs, next_done, next_lstm_state
 
         # flatten the batch
-        b_obs = obs.reshape((-1, self.env.obs_dim))
+        b_obs = obs.reshape((-1, self.obs_dim))
         b_logprobs = logprobs.reshape(-1)
         b_actions = actions.reshape(-1)
         b_dones = dones.reshape(-1)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from recurrent_ppo.kernels.gae import gae_reference
-from recurrent_ppo.policy import LSTMPolicyBundle
+from recurrent_ppo.models import LSTMPolicyBundle
 from tests.helpers import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,14 +204,16 @@ def test_cleanrl_agent_matches_our_policy_with_resets():
     obs_dim, num_actions, hidden, layers, batch, seq = 3, 4, 16, 2, 5, 9
     policy = LSTMPolicyBundle(obs_dim, num_actions, hidden, layers)
     agent = Agent(obs_dim, num_actions, hidden, layers)
-    state = {k.replace("encoder.", "network.", 1): v for k, v in policy.state_dict().items()}
+    names = {"encoder.": "network.", "core.": "lstm.", "head.linear.": "actor."}  # ours -> CleanRL's
+    state = {next((new + k[len(old):] for old, new in names.items() if k.startswith(old)), k): v
+             for k, v in policy.state_dict().items()}
     agent.load_state_dict(state)
 
     obs = torch.randn(batch, seq, obs_dim)
     actions = torch.randint(num_actions, (batch, seq))
     starts = torch.rand(batch, seq) < 0.3
     h0, c0 = torch.randn(layers, batch, hidden), torch.randn(layers, batch, hidden)
-    ours = policy.evaluate_actions(obs, actions, starts, (h0, c0))
+    ours = policy.evaluate_actions(obs, (h0, c0), starts, actions)
 
     def time_major(x: torch.Tensor) -> torch.Tensor:  # [B, L, ...] -> [L * B, ...], CleanRL's flat layout
         return x.transpose(0, 1).reshape(-1, *x.shape[2:])

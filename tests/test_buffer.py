@@ -2,18 +2,23 @@
 
 import pytest
 import torch
+from recurrent_ppo.kernels.gae import gae_reference
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from recurrent_ppo.buffer import RolloutBuffer
-from recurrent_ppo.kernels.gae import gae_reference
-from recurrent_ppo.policy import LSTMPolicyBundle, reset_hidden
+from recurrent_ppo.models import RecurrentPolicy, reset_state
+from recurrent_ppo.spaces import Box, Dict, Discrete, MultiBinary, MultiDiscrete, Tuple
 from tests.helpers import assert_close
 
 OBS_DIM, LAYERS, HIDDEN = 3, 2, 5
 
 
-def make_buffer(num_envs=4, num_steps=8):
-    return RolloutBuffer(num_envs, num_steps, OBS_DIM, LAYERS, HIDDEN, "cpu")
+def make_buffer(num_envs=4, num_steps=8, core="lstm"):
+    return RolloutBuffer(num_envs, num_steps, Box((OBS_DIM,)), Discrete(2), LAYERS, HIDDEN, "cpu", core=core)
+
+
+def make_policy():
+    return RecurrentPolicy(Box((OBS_DIM,)), Discrete(2), hidden_dim=HIDDEN, num_layers=LAYERS)
 
 
 def step_fields(num_envs, t, hidden=None):
@@ -117,7 +122,7 @@ def test_advantages_and_batch_returns_match_the_reference():
 
 
 def test_inference_tensors_become_normal_tensors_in_the_buffer():
-    policy = LSTMPolicyBundle(obs_dim=OBS_DIM, num_actions=2, hidden_dim=HIDDEN, num_layers=LAYERS)
+    policy = make_policy()
     buffer = make_buffer(4, 2)
     hidden = policy.initial_hidden(4)
     assert hidden[0].is_inference()
@@ -131,7 +136,7 @@ def test_inference_tensors_become_normal_tensors_in_the_buffer():
 
 def test_hidden_stored_is_the_state_fed_into_each_step():
     torch.manual_seed(0)
-    policy = LSTMPolicyBundle(obs_dim=OBS_DIM, num_actions=2, hidden_dim=HIDDEN, num_layers=LAYERS)
+    policy = make_policy()
     num_envs, num_steps = 3, 6
     buffer = make_buffer(num_envs, num_steps)
     obs = torch.randn(num_envs, num_steps, OBS_DIM)
@@ -142,7 +147,7 @@ def test_hidden_stored_is_the_state_fed_into_each_step():
     fed = []
     with torch.inference_mode():
         for t in range(num_steps):
-            hidden = reset_hidden(hidden, starts[:, t])
+            hidden = reset_state(hidden, starts[:, t])
             fed.append(hidden)
             out = policy.get_action(obs[:, t], hidden, starts[:, t])
             buffer.add(**{**step_fields(num_envs, t), "obs": obs[:, t], "actions": out.action,
@@ -153,10 +158,11 @@ def test_hidden_stored_is_the_state_fed_into_each_step():
         assert_close(buffer.hidden_c[:, t], fed[t][1].transpose(0, 1), f"hidden_c at step {t}")
     assert not buffer.hidden_h[1, 3].any(), "the state fed into an episode's first step is the reset state"
     # Restarting from the stored state at step 2 reproduces the rollout from there on.
-    ev = policy.evaluate_actions(obs[:, 2:], buffer.actions[:, 2:], starts[:, 2:],
-                                 (buffer.hidden_h[:, 2].transpose(0, 1), buffer.hidden_c[:, 2].transpose(0, 1)))
+    ev = policy.evaluate_actions(obs[:, 2:], (buffer.hidden_h[:, 2].transpose(0, 1),
+                                              buffer.hidden_c[:, 2].transpose(0, 1)), starts[:, 2:],
+                                 buffer.actions[:, 2:])
     with torch.inference_mode():
-        direct = policy.evaluate_actions(obs, buffer.actions, starts, policy.initial_hidden(num_envs))
+        direct = policy.evaluate_actions(obs, policy.initial_hidden(num_envs), starts, buffer.actions)
     assert_close(ev.value, direct.value[:, 2:], "values from the stored state")
 
 
@@ -193,3 +199,43 @@ def test_batched_sequences_reject_ragged_shapes(seq_len, minibatches, match):
     buffer = make_buffer(4, 8)
     with pytest.raises(ValueError, match=match):
         next(buffer.get_batched_sequences(seq_len, minibatches))
+
+
+OBS_SPACE = Dict((("image", Box((6, 5, 3), 0, 255, "uint8")), ("pos", Discrete(7, start=-3)),
+                  ("grid", MultiDiscrete((3, 4))), ("seen", MultiBinary((2, 2))),
+                  ("inner", Tuple((Box((2,), dtype="int64"), Box((1,)))))))
+
+
+def random_obs(batch):
+    return {"image": torch.randint(0, 256, (*batch, 6, 5, 3), dtype=torch.uint8),
+            "pos": torch.randint(-3, 4, batch), "grid": torch.randint(0, 3, (*batch, 2)),
+            "seen": torch.rand(*batch, 2, 2) < 0.5, "inner/0": torch.randint(-10**12, 10**12, (*batch, 2)),
+            "inner/1": torch.randn(*batch, 1)}
+
+
+@pytest.mark.parametrize("action_space,action_shape,action_dtype", [
+    (Discrete(3), (), torch.int64), (MultiDiscrete((2, 5)), (2,), torch.int64),
+    (Box((2, 3), -1, 1), (6,), torch.float32)])
+def test_obs_leaves_and_actions_round_trip_in_their_own_dtypes(action_space, action_shape, action_dtype):
+    """uint8 images stay uint8 and integer observations int64, values unchanged (beyond float32's integers
+    too), through the buffer's writes and the minibatches; actions are stored as the head samples them."""
+    num_envs, num_steps = 3, 4
+    buffer = RolloutBuffer(num_envs, num_steps, OBS_SPACE, action_space, 1, 4, "cpu", core="gru")
+    assert buffer.hidden_names == ("hidden_h",) and not hasattr(buffer, "hidden_c")
+    assert buffer.actions.shape == (num_envs, num_steps, *action_shape) and buffer.actions.dtype == action_dtype
+    written = random_obs((num_envs, num_steps))
+    for path, leaf in written.items():
+        assert buffer.obs[path].dtype == leaf.dtype == buffer.final_obs[path].dtype, path
+    for t in range(num_steps):
+        step = {path: x[:, t] for path, x in written.items()}
+        buffer.add(**{**step_fields(num_envs, t, hidden=(torch.zeros(1, num_envs, 4),)), "obs": step,
+                      "final_obs": step, "actions": torch.zeros(num_envs, *action_shape, dtype=action_dtype)})
+    for path, leaf in written.items():
+        assert torch.equal(buffer.obs[path], leaf), path
+        assert torch.equal(buffer.final_obs[path], leaf), path
+    buffer.compute_advantages(torch.zeros(num_envs), 0.99, 0.95)
+    [batch] = buffer.get_batched_sequences(num_steps, 1)
+    assert len(batch.hidden) == 1 and batch.actions.shape == (num_envs, num_steps, *action_shape)
+    order = [int(code) // 100 for code in batch.log_probs[:, 0].neg()]  # env of each sequence
+    for path, leaf in written.items():
+        assert batch.obs[path].dtype == leaf.dtype and torch.equal(batch.obs[path], leaf[order]), path

@@ -4,6 +4,7 @@ contract of the seed ticket proven under torch.compile (inductor on CPU; reduce-
 import pytest
 import torch
 import torch._dynamo
+from recurrent_ppo.kernels.gae import gae_triton
 from torch._dynamo.utils import counters
 
 from recurrent_ppo.buffer import RolloutBuffer
@@ -11,10 +12,10 @@ from recurrent_ppo.compile import compile_fn
 from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.envs import CartPole
 from recurrent_ppo.episodes import EpisodeTracker
-from recurrent_ppo.kernels.gae import gae_triton
-from recurrent_ppo.policy import LSTMPolicyBundle
+from recurrent_ppo.models import RecurrentPolicy
 from recurrent_ppo.ppo import PPOUpdater, ppo_loss
 from recurrent_ppo.rollout import Evaluator, RolloutCollector
+from recurrent_ppo.spaces import Box, Discrete
 from recurrent_ppo.trainer import Trainer
 from tests.helpers import assert_close
 
@@ -29,10 +30,14 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def small_parts(num_envs=4, num_steps=8, device="cpu"):
-    policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=16, num_layers=2).to(device)
+def small_policy(core="lstm", device="cpu"):
+    return RecurrentPolicy(Box((2,)), Discrete(2), hidden_dim=16, num_layers=2, core=core).to(device)
+
+
+def small_parts(num_envs=4, num_steps=8, device="cpu", core="lstm"):
+    policy = small_policy(core, device)
     env = CartPole(num_envs, device, stateless=True)
-    buffer = RolloutBuffer(num_envs, num_steps, env.obs_dim, 2, 16, device)
+    buffer = RolloutBuffer.for_policy(policy, num_envs, num_steps, device)
     return policy, env, buffer
 
 
@@ -66,7 +71,7 @@ def test_evaluate_actions_and_ppo_loss_have_no_graph_breaks():
     batch = next(filled_buffer(policy, env, buffer).get_batched_sequences(4, 2))
 
     def loss(batch):
-        out = policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+        out = policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
         return ppo_loss(out, batch, **LOSS).loss
 
     explain(loss, batch)
@@ -100,7 +105,9 @@ def test_gae_op_has_no_graph_breaks():
 
 # --- the compiled code is what runs -------------------------------------------------------------------------
 
-def test_policy_compile_routes_every_method_through_the_compiled_graph():
+def test_callers_hold_compiled_callables_that_run_the_compiled_graph():
+    """Compiled where the parts are put together: the policy's methods stay its own (nothing replaced on the
+    instance), and the callables the collector, evaluator and updater hold run the compiled graph each call."""
     graph_runs = []
 
     def counting_backend(gm, example_inputs):
@@ -109,18 +116,26 @@ def test_policy_compile_routes_every_method_through_the_compiled_graph():
             return gm.forward(*args)
         return run
 
-    policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8).compile(backend=counting_backend)
-    obs, starts = torch.randn(3, 2), torch.zeros(3, dtype=torch.bool)
+    policy, env, buffer = small_parts(num_envs=3)
+    assert "get_action" not in vars(policy) and type(policy).compile is torch.nn.Module.compile
+    collector = RolloutCollector(policy, env, buffer, EpisodeTracker(3, torch.device("cpu")), compile_mode="default",
+                                 compile_backend=counting_backend)
+    evaluator = Evaluator(policy, CartPole(3, stateless=True), compile_mode="default", compile_backend=counting_backend)
     with torch.inference_mode():
-        hidden = policy.initial_hidden(3)
-        for call in (lambda: policy.get_action(obs, hidden, starts), lambda: policy.get_value(obs, hidden, starts)):
+        for call in (lambda: collector.step(collector.obs, collector.hidden, collector.episode_starts),
+                     lambda: collector.last_value(collector.obs, collector.hidden, collector.episode_starts),
+                     lambda: evaluator.step(collector.obs, collector.hidden, collector.episode_starts)):
+            buffer.reset()
             before = len(graph_runs)
             call()
             call()
             assert len(graph_runs) == before + 2, "each call must run the compiled graph"
+    buffer.pos = buffer.num_steps
+    buffer.compute_advantages(torch.zeros(3), 0.99, 0.95)
+    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), max_grad_norm=0.5, compile_mode="default",
+                         compile_backend=counting_backend, **LOSS)
     before = len(graph_runs)
-    normal = (torch.zeros(1, 3, 8), torch.zeros(1, 3, 8))
-    policy.evaluate_actions(obs[:, None], torch.zeros(3, 1, dtype=torch.long), starts[:, None], normal)
+    updater.step(next(buffer.get_batched_sequences(4, 1)))
     assert len(graph_runs) == before + 1
 
 
@@ -138,8 +153,10 @@ def tiny_config(tmp_path, **changes):
     return cfg.replace(**changes)
 
 
-def test_no_recompiles_after_the_first_iteration(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path))
+@pytest.mark.parametrize("core", ["lstm", "gru"])
+def test_no_recompiles_after_the_first_iteration(tmp_path, core):
+    # The LSTM under inductor (what CPU runs use), the GRU under aot_eager (the same graphs, traced faster).
+    trainer = Trainer(tiny_config(tmp_path, core=core, compile_backend="inductor" if core == "lstm" else "aot_eager"))
     trainer.train_iteration(0)
     trainer.evaluate(8)
     graphs = counters["stats"]["unique_graphs"]
@@ -151,7 +168,7 @@ def test_no_recompiles_after_the_first_iteration(tmp_path):
         # The check can fail: a batch of another size would need a new graph, and raises here.
         collector = trainer.collector
         with torch.inference_mode(), pytest.raises(torch._dynamo.exc.RecompileError):
-            collector.step(collector.obs[:4], (collector.hidden[0][:, :4], collector.hidden[1][:, :4]),
+            collector.step(collector.obs[:4], tuple(part[:, :4] for part in collector.hidden),
                            collector.episode_starts[:4])
     assert float(trainer.lr) == pytest.approx(trainer.cfg.learning_rate / 3), "the lr annealed in place"
     assert counters["stats"]["unique_graphs"] == graphs
@@ -160,38 +177,38 @@ def test_no_recompiles_after_the_first_iteration(tmp_path):
 
 # --- the seed contract under compile -----------------------------------------------------------------------
 
-def seed_contract(device, mode):
+def seed_contract(device, mode, core="lstm", backend="inductor"):
     """The six claims of the seed ticket, with every hot path compiled in `mode`."""
     torch.manual_seed(0)
-    policy, env, buffer = small_parts(num_envs=8, num_steps=8, device=device)
-    eager_policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=16, num_layers=2).to(device)
+    policy, env, buffer = small_parts(num_envs=8, num_steps=8, device=device, core=core)
+    eager_policy = small_policy(core, device)
     eager_policy.load_state_dict(policy.state_dict())
-    policy.compile(mode)
+    evaluate_actions = compile_fn(policy.evaluate_actions, mode, backend)
 
     # 1. initial_hidden() makes inference tensors.
-    h, c = policy.initial_hidden(8)
-    assert h.is_inference() and c.is_inference()
+    state = policy.initial_hidden(8)
+    assert len(state) == len(buffer.hidden_names) and all(part.is_inference() for part in state)
 
     # 2. Copied into the buffer (by the compiled rollout) they leave it made of normal tensors.
-    filled_buffer(policy, env, buffer, compile_mode=mode)
-    assert not buffer.hidden_h.is_inference() and not buffer.hidden_c.is_inference()
+    filled_buffer(policy, env, buffer, compile_mode=mode, compile_backend=backend)
+    assert not any(part.is_inference() for part in buffer.hidden)
 
     # 6. Before any update, the rollout's log-probs are what evaluate_actions computes (ratio 1).
     for batch in buffer.get_batched_sequences(4, 2):
-        out = policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+        out = evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
         ratio = (out.log_prob.detach() - batch.log_probs).exp()
         assert_close(ratio, torch.ones_like(ratio), "rollout/evaluate ratio", rtol=0, atol=1e-5)
 
     # 3. Buffer -> compiled evaluate_actions -> PPO loss -> backward: finite, non-zero gradients everywhere.
     batch = next(buffer.get_batched_sequences(4, 1))
-    out = policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+    out = evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
     ppo_loss(out, batch, **LOSS).loss.backward()
     for name, param in policy.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, f"zero gradient for {name}"
 
     # 4. Eager and compiled evaluate_actions agree, outputs and gradients.
-    eager_out = eager_policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+    eager_out = eager_policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
     ppo_loss(eager_out, batch, **LOSS).loss.backward()
     for field in ("log_prob", "value", "entropy"):
         assert_close(getattr(out, field), getattr(eager_out, field), field, rtol=1e-5, atol=1e-5)
@@ -200,10 +217,10 @@ def seed_contract(device, mode):
         assert_close(param.grad, eager_grads[name].grad, f"grad of {name}", rtol=1e-4, atol=1e-5)
 
     # 5. initial_hidden() straight to training fails loudly, compiled and eager.
-    for which in (policy, eager_policy):
+    for which, evaluate in ((policy, evaluate_actions), (eager_policy, eager_policy.evaluate_actions)):
         with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
-            which.evaluate_actions(batch.obs, batch.actions, batch.episode_starts,
-                                   which.initial_hidden(batch.obs.shape[0])).log_prob.sum().backward()
+            evaluate(batch.obs, which.initial_hidden(batch.obs.shape[0]), batch.episode_starts,
+                     batch.actions).log_prob.sum().backward()
 
 
 def test_compiled_rollout_fills_the_buffer_as_eager_does():
@@ -212,9 +229,9 @@ def test_compiled_rollout_fills_the_buffer_as_eager_does():
     buffers = {}
     for mode in ("off", "default"):
         torch.manual_seed(0)
-        policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=16, num_layers=2)
+        policy = small_policy()
         env = CartPole(8, stateless=True, max_episode_steps=14)  # terminations and truncations in the rollouts
-        buffer = RolloutBuffer(8, 16, env.obs_dim, 2, 16, "cpu")
+        buffer = RolloutBuffer.for_policy(policy, 8, 16, "cpu")
         collector = RolloutCollector(policy, env, buffer, EpisodeTracker(8, torch.device("cpu")),
                                      reward_scale=0.1, compile_mode=mode)
         with torch._inductor.config.patch(fallback_random=True):
@@ -230,13 +247,17 @@ def test_compiled_rollout_fills_the_buffer_as_eager_does():
     assert compiled.pos == compiled.num_steps and int(compiled.step_index) == compiled.num_steps
 
 
-def test_seed_contract_under_inductor_on_cpu():
-    seed_contract("cpu", "default")
+@pytest.mark.parametrize("core,backend", [("lstm", "inductor"), ("gru", "aot_eager")])
+def test_seed_contract_compiled_on_cpu(core, backend):
+    """The LSTM under inductor (what CPU runs use); the GRU under aot_eager, which traces the same graphs through
+    AOTAutograd at a fraction of inductor's compile time (compile_fn refuses inference inputs for any backend)."""
+    seed_contract("cpu", "default", core, backend)
 
 
 @pytest.mark.gpu
-def test_seed_contract_under_reduce_overhead_on_gpu():
-    seed_contract("cuda", "reduce-overhead")
+@pytest.mark.parametrize("core", ["lstm", "gru"])
+def test_seed_contract_under_reduce_overhead_on_gpu(core):
+    seed_contract("cuda", "reduce-overhead", core)
 
 
 @pytest.mark.gpu

@@ -68,7 +68,7 @@ def test_terminal_state_at_the_limit_is_terminated_not_truncated():
 
 def test_stateless_observes_position_and_angle_only():
     full, stateless = make_env("cartpole", 4, "cpu"), make_env("stateless-cartpole", 4, "cpu")
-    assert (full.obs_dim, stateless.obs_dim) == (4, 2)
+    assert (full.observation_space.shape, stateless.observation_space.shape) == ((4,), (2,))
     torch.manual_seed(0)
     full_obs = full.reset()
     torch.manual_seed(0)

@@ -43,11 +43,28 @@ def test_steps_match_plain_gymnasium_envs_with_same_step_resets():
     assert ends >= num_envs * 2, "every env should have ended episodes (the limit is 6 steps)"
 
 
-def test_unsupported_spaces_are_rejected_by_name():
-    with pytest.raises(ValueError, match="gym:Pendulum-v1: actions must be Discrete"):
-        GymVectorEnv("Pendulum-v1", 2)
-    with pytest.raises(ValueError, match="gym:FrozenLake-v1: observations must be a Box"):
-        GymVectorEnv("FrozenLake-v1", 2)
+def test_spaces_of_the_toy_text_and_classic_control_envs():
+    """Discrete observations (FrozenLake), a Tuple (Blackjack), Taxi's info action mask moved into the observation,
+    and Box actions (Pendulum), each on the device in its own dtype."""
+    from recurrent_ppo.spaces import Box, Dict, Discrete, MultiBinary, Tuple
+
+    lake = GymVectorEnv("FrozenLake-v1", 2)
+    assert (lake.observation_space, lake.action_space) == (Discrete(16), Discrete(4))
+    assert lake.reset().dtype == torch.int64
+    jack = GymVectorEnv("Blackjack-v1", 2)
+    assert jack.observation_space == Tuple((Discrete(32), Discrete(11), Discrete(2)))
+    assert sorted(jack.reset()) == ["0", "1", "2"]
+    taxi = GymVectorEnv("Taxi-v4", 3)
+    assert taxi.observation_space == Dict((("obs", Discrete(500)), ("action_mask", MultiBinary((6,)))))
+    obs = taxi.reset()
+    assert obs["obs"].dtype == torch.int64 and obs["action_mask"].dtype == torch.bool
+    assert obs["action_mask"].shape == (3, 6) and obs["action_mask"].any(1).all()
+    result = taxi.step(torch.tensor([0, 1, 4]))
+    assert result.obs["action_mask"].shape == result.final_obs["action_mask"].shape == (3, 6)
+    pendulum = GymVectorEnv("Pendulum-v1", 2)
+    assert pendulum.action_space == Box((1,), -2.0, 2.0)
+    pendulum.reset()
+    assert pendulum.step(torch.tensor([[5.0], [-1.0]])).reward.shape == (2,)
 
 
 def test_gym_names_are_envs_and_seeded_by_torch():

@@ -1,35 +1,48 @@
-"""LSTMPolicyBundle: rollout and training paths agree; sampling; the inference-mode contract in eager mode."""
+"""RecurrentPolicy on the seed's spaces (flat Box, Discrete), both cores: rollout and training paths agree;
+sampling; the inference-mode contract in eager mode."""
 
 import pytest
 import torch
 
-from recurrent_ppo.policy import LSTMPolicyBundle, reset_hidden
+from recurrent_ppo.models import LSTMPolicyBundle, RecurrentPolicy, reset_state
+from recurrent_ppo.spaces import Box, Discrete
 from tests.helpers import assert_close
 
-
-def make_policy(obs_dim=3, num_actions=4, hidden_dim=8, num_layers=2):
-    return LSTMPolicyBundle(obs_dim=obs_dim, num_actions=num_actions, hidden_dim=hidden_dim, num_layers=num_layers)
-
-
-def test_initial_hidden_is_zero_inference_tensors():
-    policy = make_policy()
-    h, c = policy.initial_hidden(5)
-    assert h.shape == c.shape == (2, 5, 8)
-    assert h.is_inference() and c.is_inference()
-    assert not h.any() and not c.any()
+CORES = ["lstm", "gru"]
+STATE_SIZE = {"lstm": 2, "gru": 1}
 
 
-def test_get_action_shapes_and_reset():
-    policy = make_policy()
+def make_policy(obs_dim=3, num_actions=4, hidden_dim=8, num_layers=2, core="lstm"):
+    return RecurrentPolicy(Box((obs_dim,)), Discrete(num_actions), hidden_dim, num_layers, core)
+
+
+def random_state(core, layers, batch, hidden):
+    return tuple(torch.randn(layers, batch, hidden) for _ in range(STATE_SIZE[core]))
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_initial_hidden_is_zero_inference_tensors(core):
+    policy = make_policy(core=core)
+    state = policy.initial_hidden(5)
+    assert len(state) == STATE_SIZE[core]
+    for part in state:
+        assert part.shape == (2, 5, 8)
+        assert part.is_inference()
+        assert not part.any()
+
+
+@pytest.mark.parametrize("core", CORES)
+def test_get_action_shapes_and_reset(core):
+    policy = make_policy(core=core)
     obs = torch.randn(6, 3)
-    hidden = (torch.randn(2, 6, 8), torch.randn(2, 6, 8))
+    hidden = random_state(core, 2, 6, 8)
     starts = torch.tensor([True, False, True, False, False, False])
     out = policy.get_action(obs, hidden, starts)
     assert out.action.shape == out.log_prob.shape == out.value.shape == (6,)
     assert out.action.dtype == torch.int64
     assert out.hidden[0].shape == (2, 6, 8)
     # A reset env behaves exactly as if it had started from zeros.
-    zeros = (torch.zeros(2, 6, 8), torch.zeros(2, 6, 8))
+    zeros = tuple(torch.zeros(2, 6, 8) for _ in hidden)
     torch.manual_seed(1)
     from_reset = policy.get_action(obs, hidden, starts)
     torch.manual_seed(1)
@@ -39,13 +52,14 @@ def test_get_action_shapes_and_reset():
         assert_close(from_reset.hidden[0][:, env], from_zeros.hidden[0][:, env], f"h of reset env {env}")
 
 
-def test_step_by_step_get_action_equals_evaluate_actions():
+@pytest.mark.parametrize("core", CORES)
+def test_step_by_step_get_action_equals_evaluate_actions(core):
     torch.manual_seed(2)
-    policy = make_policy()
+    policy = make_policy(core=core)
     batch, seq = 5, 11
     obs = torch.randn(batch, seq, 3)
     starts = torch.rand(batch, seq) < 0.25
-    h0 = (torch.randn(2, batch, 8), torch.randn(2, batch, 8))
+    h0 = random_state(core, 2, batch, 8)
     actions, log_probs, values, hidden = [], [], [], h0
     with torch.no_grad():
         for t in range(seq):
@@ -55,25 +69,26 @@ def test_step_by_step_get_action_equals_evaluate_actions():
             values.append(out.value)
             hidden = out.hidden
     actions = torch.stack(actions, 1)
-    ev = policy.evaluate_actions(obs, actions, starts, h0)
+    ev = policy.evaluate_actions(obs, h0, starts, actions)
     assert ev.log_prob.shape == ev.value.shape == ev.entropy.shape == (batch, seq)
     assert_close(ev.log_prob, torch.stack(log_probs, 1), "log_prob", rtol=1e-5, atol=1e-6)
     assert_close(ev.value, torch.stack(values, 1), "value", rtol=1e-5, atol=1e-6)
-    assert_close(ev.hidden[0], hidden[0], "final h", rtol=1e-5, atol=1e-6)
-    assert_close(ev.hidden[1], hidden[1], "final c", rtol=1e-5, atol=1e-6)
+    for i, (got, want) in enumerate(zip(ev.hidden, hidden, strict=True)):
+        assert_close(got, want, f"final state tensor {i}", rtol=1e-5, atol=1e-6)
 
 
-def test_get_value_equals_get_action_value():
-    policy = make_policy()
+@pytest.mark.parametrize("core", CORES)
+def test_get_value_equals_get_action_value(core):
+    policy = make_policy(core=core)
     obs, starts = torch.randn(4, 3), torch.tensor([True, False, False, True])
-    hidden = (torch.randn(2, 4, 8), torch.randn(2, 4, 8))
+    hidden = random_state(core, 2, 4, 8)
     assert_close(policy.get_value(obs, hidden, starts), policy.get_action(obs, hidden, starts).value, "value")
 
 
 def test_sampling_follows_the_policy_distribution():
     policy = make_policy(num_actions=3, num_layers=1)
     with torch.no_grad():
-        policy.actor.weight.normal_(0, 1.0)  # a policy far from uniform
+        policy.head.linear.weight.normal_(0, 1.0)  # a policy far from uniform
     n = 40_000
     obs = torch.randn(1, 3).expand(n, 3)
     hidden = policy.initial_hidden(n)
@@ -94,26 +109,42 @@ def test_deterministic_takes_the_argmax():
     hidden = policy.initial_hidden(7)
     with torch.inference_mode():
         out = policy.get_action(obs, hidden, starts, deterministic=True)
-        logits = policy.actor(policy._core(obs[:, None], starts[:, None], hidden)[0][:, 0])
+        logits = policy.head.linear(policy.features(obs[:, None], hidden, starts[:, None])[0][:, 0])
     assert torch.equal(out.action, logits.argmax(-1))
 
 
-def test_reset_hidden_zeroes_only_starting_envs():
-    h, c = torch.ones(2, 3, 4), torch.ones(2, 3, 4)
-    rh, rc = reset_hidden((h, c), torch.tensor([False, True, False]))
-    assert not rh[:, 1].any() and not rc[:, 1].any()
-    assert rh[:, [0, 2]].eq(1).all() and rc[:, [0, 2]].eq(1).all()
+@pytest.mark.parametrize("parts", [1, 2])
+def test_reset_state_zeroes_only_starting_envs(parts):
+    state = tuple(torch.ones(2, 3, 4) for _ in range(parts))
+    reset = reset_state(state, torch.tensor([False, True, False]))
+    assert len(reset) == parts
+    for part in reset:
+        assert not part[:, 1].any()
+        assert part[:, [0, 2]].eq(1).all()
 
 
-def test_initial_hidden_straight_to_training_fails_loudly():
-    policy = make_policy()
+@pytest.mark.parametrize("core", CORES)
+def test_initial_hidden_straight_to_training_fails_loudly(core):
+    policy = make_policy(core=core)
     hidden = policy.initial_hidden(2)
     obs, actions = torch.randn(2, 3, 3), torch.zeros(2, 3, dtype=torch.long)
     starts = torch.zeros(2, 3, dtype=torch.bool)
     with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
-        policy.evaluate_actions(obs, actions, starts, hidden).log_prob.sum().backward()
+        policy.evaluate_actions(obs, hidden, starts, actions).log_prob.sum().backward()
 
 
-def test_rejects_bad_sizes():
-    with pytest.raises(ValueError, match="num_actions"):
+def test_rejects_bad_sizes_and_cores():
+    with pytest.raises(ValueError, match=r"unsupported space Discrete\(n=1, start=0\) as the action space"):
         LSTMPolicyBundle(obs_dim=3, num_actions=1)
+    with pytest.raises(ValueError, match="core='rnn' is not one of"):
+        make_policy(core="rnn")
+
+
+def test_seed_policy_keeps_the_seed_weights_layout():
+    """The seed's policy is a RecurrentPolicy of a flat Box and Discrete actions, with the seed's encoder."""
+    policy = LSTMPolicyBundle(obs_dim=3, num_actions=4, hidden_dim=8)
+    assert isinstance(policy.encoder, torch.nn.Sequential) and len(policy.encoder) == 2
+    assert isinstance(policy.encoder[0], torch.nn.Linear) and isinstance(policy.encoder[1], torch.nn.Tanh)
+    assert sorted(policy.state_dict()) == sorted(
+        ["encoder.0.weight", "encoder.0.bias", "core.weight_ih_l0", "core.weight_hh_l0", "core.bias_ih_l0",
+         "core.bias_hh_l0", "head.linear.weight", "head.linear.bias", "critic.weight", "critic.bias"])

@@ -10,7 +10,7 @@ from recurrent_ppo.checkpoint import load_policy, save_checkpoint
 from recurrent_ppo.config import PRESETS, TrainConfig
 from recurrent_ppo.envs import CartPole
 from recurrent_ppo.episodes import EpisodeTracker
-from recurrent_ppo.policy import LSTMPolicyBundle
+from recurrent_ppo.models import LSTMPolicyBundle
 from recurrent_ppo.rollout import RolloutCollector
 from recurrent_ppo.trainer import Trainer
 from tests.helpers import assert_close
@@ -27,7 +27,7 @@ def small_config(tmp_path, **changes):
 def test_truncated_values_bootstrap_from_the_state_after_the_step(when):
     policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8)
     env = CartPole(4, stateless=True, max_episode_steps=5)
-    buffer = RolloutBuffer(4, 16, env.obs_dim, 1, 8, "cpu")
+    buffer = RolloutBuffer.for_policy(policy, 4, 16, "cpu")
     final_obs = []
     step = env.step
 
@@ -50,8 +50,8 @@ def test_truncated_values_bootstrap_from_the_state_after_the_step(when):
         rows, steps = slice(env_id, env_id + 1), slice(t, t + 1)
         h0 = (buffer.hidden_h[rows, t].transpose(0, 1), buffer.hidden_c[rows, t].transpose(0, 1))
         with torch.no_grad():
-            after = policy.evaluate_actions(buffer.obs[rows, steps], buffer.actions[rows, steps],
-                                            buffer.episode_starts[rows, steps], h0).hidden
+            after = policy.evaluate_actions(buffer.obs[rows, steps], h0, buffer.episode_starts[rows, steps],
+                                            buffer.actions[rows, steps]).hidden
             expected = policy.get_value(final_obs[t][rows], after, torch.zeros(1, dtype=torch.bool))
             from_reset = policy.get_value(final_obs[t][rows], after, torch.ones(1, dtype=torch.bool))
         assert_close(buffer.truncated_values[env_id, steps], expected, f"truncated value of env {env_id} at step {t}")
@@ -62,9 +62,9 @@ def test_truncated_values_bootstrap_from_the_state_after_the_step(when):
 
 def test_more_truncations_than_the_limit_allows_fail_loudly():
     env = CartPole(4, stateless=True, max_episode_steps=3)
-    buffer = RolloutBuffer(4, 16, env.obs_dim, 1, 8, "cpu")
-    collector = RolloutCollector(LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8), env, buffer,
-                                 EpisodeTracker(4, torch.device("cpu")))
+    policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8)
+    buffer = RolloutBuffer.for_policy(policy, 4, 16, "cpu")
+    collector = RolloutCollector(policy, env, buffer, EpisodeTracker(4, torch.device("cpu")))
     collector.collect()
     collector.check_truncations()  # within the bound: silent
     collector.bootstrap_rows = 1  # as if the env truncated more often than its max_episode_steps says
@@ -173,7 +173,7 @@ def test_crashed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, cap
     run = tmp_path / "run"
     saved = torch.load(run / "checkpoint.pt", weights_only=True)
     assert (saved["iteration"], saved["global_step"]) == (2, 128), "checkpointed after each iteration"
-    assert torch.equal(saved["policy"]["actor.weight"], trainer.policy.state_dict()["actor.weight"])
+    assert torch.equal(saved["policy"]["head.linear.weight"], trainer.policy.state_dict()["head.linear.weight"])
 
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert "resuming after iteration 2" in capsys.readouterr().out
@@ -195,7 +195,7 @@ def test_crashed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, cap
 def test_restored_optimizer_follows_the_annealed_learning_rate(tmp_path):
     first = Trainer(small_config(tmp_path, total_steps=4 * 16 * 4))
     first.train_iteration(0)
-    state = {"policy": first.policy.state_dict(), "policy_args": first.policy_args, "global_step": 64,
+    state = {"policy": first.policy.state_dict(), "policy_spec": first.policy_spec, "global_step": 64,
              "optimizer": first.optimizer.state_dict(), "iteration": 1}
     second = Trainer(small_config(tmp_path, total_steps=4 * 16 * 4))
     second.restore(state)

@@ -1,11 +1,32 @@
-"""recurrent-ppo: recurrent (LSTM) PPO for GPUs, compiled end to end."""
+"""recurrent-ppo: recurrent (LSTM or GRU) PPO for GPUs, compiled end to end, for every gymnasium space."""
 
+from recurrent_ppo import spaces
 from recurrent_ppo.buffer import RolloutBuffer, SequenceBatch
+from recurrent_ppo.checkpoint import load_policy
 from recurrent_ppo.config import PRESETS, TrainConfig
-from recurrent_ppo.lstm import LSTM, HiddenState
-from recurrent_ppo.policy import ActionOutput, EvaluateOutput, LSTMPolicyBundle, reset_hidden
+from recurrent_ppo.envs import StepResult, VectorEnv, make_env
+from recurrent_ppo.models import (
+    GRU,
+    LSTM,
+    ActionOutput,
+    CategoricalHead,
+    EvaluateOutput,
+    GaussianHead,
+    LSTMPolicyBundle,
+    MultiDiscreteHead,
+    RecurrentPolicy,
+    RecurrentState,
+    make_core,
+    make_encoder,
+    make_head,
+    reset_state,
+)
+from recurrent_ppo.ppo import PPOUpdater, ppo_loss
+from recurrent_ppo.rollout import Evaluator, RolloutCollector
 
 __all__ = [
-    "LSTM", "PRESETS", "ActionOutput", "EvaluateOutput", "HiddenState", "LSTMPolicyBundle", "RolloutBuffer",
-    "SequenceBatch", "TrainConfig", "reset_hidden",
+    "GRU", "LSTM", "PRESETS", "ActionOutput", "CategoricalHead", "EvaluateOutput", "Evaluator", "GaussianHead",
+    "LSTMPolicyBundle", "MultiDiscreteHead", "PPOUpdater", "RecurrentPolicy", "RecurrentState", "RolloutBuffer",
+    "RolloutCollector", "SequenceBatch", "StepResult", "TrainConfig", "VectorEnv", "load_policy", "make_core",
+    "make_encoder", "make_env", "make_head", "ppo_loss", "reset_state", "spaces",
 ]

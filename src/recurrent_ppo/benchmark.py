@@ -90,9 +90,14 @@ class TaskResult:
 
 
 def memoryless_return(task: str) -> float | None:
-    """The best memoryless policy's expected return on `task`, where its env states it (`memoryless_return`)."""
+    """The best memoryless policy's expected return on `task`, where it is known: POPGym's ports state it, and
+    device envs may carry a `memoryless_return` attribute or method."""
     from recurrent_ppo.envs import make_env
+    from recurrent_ppo.envs.popgym import POPGYM_ENVS
+    from recurrent_ppo.envs.popgym import memoryless_return as popgym_memoryless_return
 
+    if task in POPGYM_ENVS:
+        return popgym_memoryless_return(task)
     value = getattr(make_env(task, 1, "cpu"), "memoryless_return", None)
     if value is None:
         return None

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from recurrent_ppo import spaces
 from recurrent_ppo.kernels.gae import gae
-from recurrent_ppo.lstm import HiddenState
+from recurrent_ppo.models.cores import CORES, RecurrentState
+from recurrent_ppo.spaces import ActionSpace, Obs, Space
+
+if TYPE_CHECKING:
+    from recurrent_ppo.models.policy import RecurrentPolicy
 
 
 class SequenceBatch(NamedTuple):
     """A minibatch of `B` whole sequences of `L` steps, each field `[B, L, ...]` but `hidden`."""
 
-    obs: torch.Tensor  # [B, L, obs_dim]
-    actions: torch.Tensor  # [B, L]
+    obs: Obs  # [B, L, ...] per leaf
+    actions: torch.Tensor  # [B, L, *action_shape]
     episode_starts: torch.Tensor  # [B, L] bool
     log_probs: torch.Tensor  # [B, L]
     values: torch.Tensor  # [B, L]
     advantages: torch.Tensor  # [B, L]
-    hidden: HiddenState  # (h0, c0) fed into each sequence's first step, each [num_layers, B, H]
+    hidden: RecurrentState  # the state fed into each sequence's first step, each [num_layers, B, H]
 
     @property
     def returns(self) -> torch.Tensor:
@@ -32,12 +37,14 @@ class SequenceBatch(NamedTuple):
 class RolloutBuffer:
     """One rollout of `num_steps` steps for `num_envs` envs; every tensor is allocated here, once.
 
-    Step t holds: `obs[:, t]` the observation the policy saw, `actions`/`log_probs`/`values` its outputs,
+    Step t holds: `obs[:, t]` the observation the policy saw (a tensor, or a `{path: tensor}` dict, each leaf in
+    the dtype and shape the env produced it), `actions`/`log_probs`/`values` the policy's outputs,
     `rewards`/`terminated`/`truncated` what the env returned for that action, `truncated_values[:, t]`
     V(final observation) of an episode cut by the time limit at t (read only where `truncated`), `final_obs`
     that final observation where the rollout bootstraps truncations after the fact (else left unwritten),
-    `episode_starts[:, t]` whether obs t begins an episode, and `hidden_h`/`hidden_c[:, t]`
-    (`[num_envs, num_steps, num_layers, hidden_dim]`) the LSTM state fed INTO step t, after the reset.
+    `episode_starts[:, t]` whether obs t begins an episode, and `hidden_h`/`hidden_c[:, t]` (the LSTM's; the
+    GRU's `hidden_h` alone; each `[num_envs, num_steps, num_layers, hidden_dim]`) the state fed INTO step t,
+    after the reset.
 
     Writes copy values into these preallocated normal tensors, so inference-mode tensors from the rollout
     (e.g. `initial_hidden()`) come out of the buffer as normal tensors that autograd can use.
@@ -47,16 +54,19 @@ class RolloutBuffer:
         self,
         num_envs: int,
         num_steps: int,
-        obs_dim: int,
+        obs_space: Space,
+        action_space: ActionSpace,
         num_layers: int,
         hidden_dim: int,
         device: torch.device | str,
+        *,
+        core: str = "lstm",
     ) -> None:
-        if min(num_envs, num_steps, obs_dim, num_layers, hidden_dim) < 1:
-            raise ValueError(
-                f"RolloutBuffer sizes must be positive, got {num_envs=}, {num_steps=}, {obs_dim=}, {num_layers=}, "
-                f"{hidden_dim=}"
-            )
+        if min(num_envs, num_steps, num_layers, hidden_dim) < 1:
+            raise ValueError(f"RolloutBuffer sizes must be positive, got {num_envs=}, {num_steps=}, {num_layers=}, "
+                             f"{hidden_dim=}")
+        if core not in CORES:
+            raise ValueError(f"core={core!r} is not one of {sorted(CORES)}")
         self.num_envs, self.num_steps = num_envs, num_steps
         self.device = torch.device(device)
         n, t = num_envs, num_steps
@@ -64,23 +74,38 @@ class RolloutBuffer:
         def alloc(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.zeros(shape, dtype=dtype, device=self.device)
 
-        self.obs = alloc(n, t, obs_dim)
-        self.actions = alloc(n, t, dtype=torch.int64)
+        action_shape, action_dtype = spaces.action_storage(action_space)
+        self.obs = spaces.zeros(obs_space, (n, t), self.device)  # each leaf in its own dtype and shape
+        self.actions = alloc(n, t, *action_shape, dtype=action_dtype)
         self.log_probs = alloc(n, t)
         self.values = alloc(n, t)
         self.rewards = alloc(n, t)
         self.terminated = alloc(n, t, dtype=torch.bool)
         self.truncated = alloc(n, t, dtype=torch.bool)
         self.truncated_values = alloc(n, t)
-        self.final_obs = alloc(n, t, obs_dim)
+        self.final_obs = spaces.zeros(obs_space, (n, t), self.device)
         self.episode_starts = alloc(n, t, dtype=torch.bool)
-        self.hidden_h = alloc(n, t, num_layers, hidden_dim)
-        self.hidden_c = alloc(n, t, num_layers, hidden_dim)
+        # One tensor per state tensor of the core: hidden_h, hidden_c (LSTM) or hidden_h (GRU).
+        self.hidden_names = tuple(f"hidden_{name}" for name in CORES[core].state_names)
+        for name in self.hidden_names:
+            setattr(self, name, alloc(n, t, num_layers, hidden_dim))
         self.advantages = alloc(n, t)  # returns are advantages + values: SequenceBatch.returns
         self.pos = 0
         # The step `write` fills, on the device: a compiled (CUDA-graphed) rollout step writes the buffer without
         # the host, which keeps its own count in `pos`.
         self.step_index = alloc(1, dtype=torch.int64)
+
+    @classmethod
+    def for_policy(cls, policy: RecurrentPolicy, num_envs: int, num_steps: int,
+                   device: torch.device | str) -> RolloutBuffer:
+        """A buffer shaped for `policy`'s spaces and core."""
+        return cls(num_envs, num_steps, policy.obs_space, policy.action_space, policy.num_layers, policy.hidden_dim,
+                   device, core=policy.core_kind)
+
+    @property
+    def hidden(self) -> RecurrentState:
+        """The stored states, one `[num_envs, num_steps, num_layers, hidden_dim]` tensor per state tensor."""
+        return tuple(getattr(self, name) for name in self.hidden_names)
 
     def reset(self) -> None:
         """Start a new rollout; the old contents are overwritten step by step."""
@@ -91,9 +116,9 @@ class RolloutBuffer:
     def full(self) -> bool:
         return self.pos == self.num_steps
 
-    def add(self, **step: torch.Tensor | HiddenState) -> None:
+    def add(self, **step: torch.Tensor | Obs | RecurrentState) -> None:
         """Write step `pos` for all envs at once; the fields are `write`'s: each `[num_envs, ...]`, and `hidden`
-        the (h, c) fed into this step (after its reset), each `[num_layers, num_envs, hidden_dim]`.
+        the state fed into this step (after its reset), each `[num_layers, num_envs, hidden_dim]`.
 
         Every write is one copy into a preallocated slice: no per-env loop, no host synchronisation.
         """
@@ -109,7 +134,7 @@ class RolloutBuffer:
     def write(
         self,
         *,
-        obs: torch.Tensor,
+        obs: Obs,
         actions: torch.Tensor,
         log_probs: torch.Tensor,
         values: torch.Tensor,
@@ -118,18 +143,19 @@ class RolloutBuffer:
         truncated: torch.Tensor,
         truncated_values: torch.Tensor | None,
         episode_starts: torch.Tensor,
-        hidden: HiddenState,
-        final_obs: torch.Tensor | None = None,
+        hidden: RecurrentState,
+        final_obs: Obs | None = None,
     ) -> None:
         """`add` without the host: writes at the device-side `step_index` and advances it, touching no Python
         state, so a compiled step can call it (the rollout's does, and calls `claim_step` outside). A rollout
         that bootstraps truncations after the fact passes `final_obs` and no `truncated_values`."""
         index = self.step_index
-        fields = ((self.obs, obs), (self.actions, actions), (self.log_probs, log_probs), (self.values, values),
-                  (self.rewards, rewards), (self.terminated, terminated), (self.truncated, truncated),
-                  (self.truncated_values, truncated_values), (self.episode_starts, episode_starts),
-                  (self.hidden_h, hidden[0].transpose(0, 1)), (self.hidden_c, hidden[1].transpose(0, 1)),
-                  (self.final_obs, final_obs))
+        fields = (*obs_pairs(self.obs, obs), (self.actions, actions), (self.log_probs, log_probs),
+                  (self.values, values), (self.rewards, rewards), (self.terminated, terminated),
+                  (self.truncated, truncated), (self.truncated_values, truncated_values),
+                  (self.episode_starts, episode_starts),
+                  *((stored, part.transpose(0, 1)) for stored, part in zip(self.hidden, hidden)),
+                  *obs_pairs(self.final_obs, final_obs))
         for stored, step in fields:
             if step is None:  # truncated_values filled after the rollout, from final_obs
                 continue
@@ -169,10 +195,18 @@ class RolloutBuffer:
         def starts(x: torch.Tensor) -> torch.Tensor:  # [N, T, layers, H] -> [S, layers, H]
             return x[:, ::seq_len].reshape(num_seqs, *x.shape[2:])
 
-        fields = (seqs(self.obs), seqs(self.actions), seqs(self.episode_starts), seqs(self.log_probs),
-                  seqs(self.values), seqs(self.advantages))
-        h0, c0 = starts(self.hidden_h), starts(self.hidden_c)
+        obs = spaces.map_obs(seqs, self.obs)
+        fields = (seqs(self.actions), seqs(self.episode_starts), seqs(self.log_probs), seqs(self.values),
+                  seqs(self.advantages))
+        state = tuple(starts(part) for part in self.hidden)
         order = torch.randperm(num_seqs, device=self.device, generator=generator)
         for idx in order.view(num_minibatches, -1):
-            hidden = (h0[idx].transpose(0, 1).contiguous(), c0[idx].transpose(0, 1).contiguous())
-            yield SequenceBatch(*(f[idx] for f in fields), hidden)
+            hidden = tuple(part[idx].transpose(0, 1).contiguous() for part in state)
+            yield SequenceBatch(spaces.map_obs(lambda x: x[idx], obs), *(f[idx] for f in fields), hidden)
+
+
+def obs_pairs(stored: Obs, step: Obs | None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(stored leaf, step leaf) for every leaf of an observation; the step's are None where `step` is."""
+    if not isinstance(stored, dict):
+        return [(stored, step)]
+    return [(tensor, None if step is None else step[path]) for path, tensor in stored.items()]

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from recurrent_ppo.policy import LSTMPolicyBundle
+from recurrent_ppo import spaces
+from recurrent_ppo.models.policy import RecurrentPolicy
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -37,7 +38,10 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """The state the trainer saved at `path`: a checkpoint file, or a run folder holding checkpoint.pt."""
+    """The state the trainer saved at `path`: a checkpoint file, or a run folder holding checkpoint.pt.
+
+    `state["policy_spec"]` is the policy's `RecurrentPolicy.spec()` (spaces, core, sizes as plain data);
+    a checkpoint of the seed's policy (`policy_args`: obs_dim, num_actions) is read as its spec."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
@@ -53,15 +57,40 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a recurrent-ppo checkpoint: it holds a {type(state).__name__}, "
                               f"not the trainer's dict")
-    missing = {"policy", "policy_args", "config"} - set(state)
+    if "policy_args" in state and "policy_spec" not in state:
+        state = seed_checkpoint_as_spec(state)
+    missing = {"policy", "policy_spec", "config"} - set(state)
     if missing:
         raise CheckpointError(f"{path} is not a recurrent-ppo checkpoint: it lacks {sorted(missing)}")
     return state
 
 
-def load_policy(path: str | Path, device: torch.device | str = "cpu") -> LSTMPolicyBundle:
-    """Rebuild the policy saved by the trainer at `path` (a checkpoint file or its run folder)."""
+SEED_NAMES = {"actor.": "head.linear.", "lstm.": "core."}
+"""Parameter prefixes of the seed's policy, and what they are called now."""
+
+
+def seed_checkpoint_as_spec(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of the seed's LSTMPolicyBundle (flat Box observations, Discrete actions, an LSTM) in the
+    current form: its policy_args as a policy spec, its parameters under the current names."""
+    args = state["policy_args"]
+    spec = {"obs_space": spaces.to_data(spaces.Box((args["obs_dim"],))),
+            "action_space": spaces.to_data(spaces.Discrete(args["num_actions"])),
+            "hidden_dim": args["hidden_dim"], "num_layers": args["num_layers"], "core": "lstm"}
+
+    def renamed(key: str) -> str:
+        for old, new in SEED_NAMES.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+
+    policy = {renamed(key): value for key, value in state["policy"].items()}
+    return {**state, "policy": policy, "policy_spec": spec}
+
+
+def load_policy(path: str | Path, device: torch.device | str = "cpu") -> RecurrentPolicy:
+    """Rebuild the policy saved by the trainer at `path` (a checkpoint file or its run folder), whatever its
+    spaces and core."""
     state = read_checkpoint(path, device)
-    policy = LSTMPolicyBundle(**state["policy_args"])
+    policy = RecurrentPolicy.from_spec(state["policy_spec"])
     policy.load_state_dict(state["policy"])
     return policy.to(device)

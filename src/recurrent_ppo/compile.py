@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
 import torch
+import torch.utils._pytree as pytree
 
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 F = TypeVar("F", bound=Callable)
@@ -19,8 +21,28 @@ def compile_fn(fn: F, mode: str, backend: str | Callable = "inductor") -> F:
     if mode == "off":
         return fn
     if backend != "inductor":
-        return torch.compile(fn, fullgraph=True, backend=backend)
-    return torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode)
+        compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    else:
+        compiled = torch.compile(fn, fullgraph=True, mode=None if mode == "default" else mode)
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        if torch.is_grad_enabled():  # training: never the rollout, which runs under inference mode
+            refuse_inference_inputs(fn, (args, kwargs))
+        return compiled(*args, **kwargs)
+
+    return run
+
+
+def refuse_inference_inputs(fn: Callable, inputs: object) -> None:
+    """Raise as autograd does for an inference tensor that training would save. Eager, autograd raises when it
+    saves one; compiled, AOTAutograd may save a view of it instead and train on it silently (it does for the
+    GRU's state under inductor), so the compiled callables check their inputs here, on the host."""
+    if any(isinstance(x, torch.Tensor) and x.is_inference() for x in pytree.tree_leaves(inputs)):
+        raise RuntimeError(f"Inference tensors cannot be saved for backward: an input of the compiled "
+                           f"{getattr(fn, '__qualname__', fn)} was made under torch.inference_mode() (e.g. "
+                           f"initial_hidden()) and grad is enabled; train on copies in normal tensors, as the "
+                           f"rollout buffer holds them")
 
 
 def compile_step(owner: object, step: str, parts: tuple[str, ...], host_env: bool, mode: str,
@@ -47,9 +69,11 @@ def mark_static_state(*owners: object) -> None:
         for value in vars(owner).values():
             if isinstance(value, torch.Tensor):
                 torch._dynamo.mark_static_address(value)
-            elif isinstance(value, tuple) and all(isinstance(item, torch.Tensor) for item in value):
-                for item in value:  # e.g. the LSTM state (h, c)
-                    torch._dynamo.mark_static_address(item)
+            elif isinstance(value, (tuple, dict)):  # e.g. the recurrent state (h, c), an observation dict
+                items = value.values() if isinstance(value, dict) else value
+                if all(isinstance(item, torch.Tensor) for item in items):
+                    for item in items:
+                        torch._dynamo.mark_static_address(item)
 
 
 def cuda_graph_step_begin(mode: str, device: torch.device) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from recurrent_ppo.compile import COMPILE_MODES
 from recurrent_ppo.envs import ENV_CHOICES, is_env_name
+from recurrent_ppo.models.cores import CORES
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 """The values torch.set_float32_matmul_precision takes."""
@@ -35,9 +36,11 @@ class TrainConfig:
     run_dir: str = ""
     """Folder for metrics.jsonl and the checkpoint; empty: runs/<env>-s<seed>-<timestamp>."""
     hidden_dim: int = 128
-    """LSTM hidden size (also the encoder width)."""
+    """Hidden size of the recurrent core (also the encoder width)."""
     num_layers: int = 1
-    """Stacked LSTM layers."""
+    """Stacked recurrent layers."""
+    core: str = "lstm"
+    """Recurrent core: lstm or gru (both our own, resetting the state at episode starts)."""
     seq_len: int = 16
     """BPTT sequence length; must divide num_steps."""
     learning_rate: float = 2.5e-3
@@ -145,6 +148,8 @@ class TrainConfig:
         for name in ("ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.core not in CORES:
+            raise ValueError(f"core={self.core!r} must be one of {sorted(CORES)}")
         if self.compile_mode not in ("auto", *COMPILE_MODES):
             raise ValueError(f"compile_mode={self.compile_mode!r} must be auto or one of {COMPILE_MODES}")
         if self.matmul_precision not in MATMUL_PRECISIONS:

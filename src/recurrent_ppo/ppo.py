@@ -9,7 +9,7 @@ import torch
 
 from recurrent_ppo.buffer import RolloutBuffer, SequenceBatch
 from recurrent_ppo.compile import compile_fn
-from recurrent_ppo.policy import EvaluateOutput, LSTMPolicyBundle
+from recurrent_ppo.models.policy import EvaluateOutput, RecurrentPolicy
 
 
 class LossTerms(NamedTuple):
@@ -64,7 +64,7 @@ class PPOUpdater:
     update step by under 2% (5.8 vs 5.9 ms, 2026-11-26). Loss terms are summed on the device and read once.
     """
 
-    def __init__(self, policy: LSTMPolicyBundle, optimizer: torch.optim.Optimizer, *, clip_coef: float,
+    def __init__(self, policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, *, clip_coef: float,
                  vf_coef: float, ent_coef: float, max_grad_norm: float, clip_vloss: bool = True,
                  norm_adv: bool = True, compile_mode: str = "off", compile_backend: str = "inductor",
                  grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None) -> None:
@@ -77,7 +77,7 @@ class PPOUpdater:
         self.loss = compile_fn(self._loss, compile_mode, compile_backend)
 
     def _loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.policy.evaluate_actions(batch.obs, batch.actions, batch.episode_starts, batch.hidden)
+        out = self.policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
         terms = ppo_loss(out, batch, **self.loss_kwargs)
         return terms.loss, torch.stack([t.detach() for t in terms])
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from recurrent_ppo import spaces
 from recurrent_ppo.buffer import RolloutBuffer
-from recurrent_ppo.compile import (
-    compile_fn, compile_step, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs)
+from recurrent_ppo.compile import compile_fn, compile_step, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs
 from recurrent_ppo.envs import StepResult, VectorEnv
 from recurrent_ppo.episodes import EpisodeTracker
-from recurrent_ppo.policy import ActionOutput, LSTMPolicyBundle, reset_hidden
+from recurrent_ppo.models.cores import RecurrentState, reset_state
+from recurrent_ppo.models.policy import ActionOutput, RecurrentPolicy
+from recurrent_ppo.spaces import Obs
 
 
 def carry_over(carry: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -> None:
@@ -17,8 +19,22 @@ def carry_over(carry: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -
     torch._foreach_copy_(list(carry), list(new))
 
 
+def check_env_matches(policy: RecurrentPolicy, env: VectorEnv) -> None:
+    """Raise ValueError unless `env`'s spaces are the ones `policy` was built for."""
+    for kind in ("observation_space", "action_space"):
+        ours, theirs = getattr(policy, "obs_space" if kind == "observation_space" else kind), getattr(env, kind)
+        if ours != theirs:
+            raise ValueError(f"the policy was built for the {kind} {ours}, but the env has {theirs}")
+
+
+def mask_error(policy: RecurrentPolicy) -> RuntimeError:
+    return RuntimeError(f"an observation's {spaces.ACTION_MASK} allowed no action (every flag false"
+                        f"{', in some sub-action' if isinstance(policy.action_space, spaces.MultiDiscrete) else ''}); "
+                        f"the env must leave at least one legal action for {policy.action_space}")
+
+
 class RolloutCollector:
-    """Fills a RolloutBuffer with `num_steps` steps of all envs, carrying obs and LSTM state across rollouts.
+    """Fills a RolloutBuffer with `num_steps` steps of all envs, carrying obs and recurrent state across rollouts.
 
     Rollouts run under `torch.inference_mode()`: on CPU, eager, a policy+env step took 465 us under inference
     mode and 553 us under no_grad (32 envs, H=128, 2026-11-26), and compiled steps tied; inference mode also
@@ -26,17 +42,19 @@ class RolloutCollector:
     normal/inference mix. Everything the step makes is an inference tensor; the buffer copies values out of them.
     """
 
-    def __init__(self, policy: LSTMPolicyBundle, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
+    def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
                  *, reward_scale: float = 1.0, compile_mode: str = "off", compile_backend: str = "inductor") -> None:
         self.policy, self.env, self.buffer, self.episodes = policy, env, buffer, episodes
         self.reward_scale = reward_scale
         self.compile_mode = compile_mode
         self.device = env.device
-        # What one step hands the next (obs, LSTM state, episode starts) lives in these tensors, overwritten in
-        # place after every step. Under CUDA graphs a step's outputs are overwritten by the next replay, so they
+        check_env_matches(policy, env)
+        # What one step hands the next (obs, recurrent state, episode starts) lives in these tensors, overwritten
+        # in place after every step. Under CUDA graphs a step's outputs are overwritten by the next replay, so they
         # cannot be fed back as inputs; carry tensors at fixed addresses can, without copies into the graph.
         with torch.inference_mode():
             self.obs = env.reset()
+            spaces.check_obs(env.observation_space, self.obs, f"{type(env).__name__}.reset()")
             self.hidden = policy.initial_hidden(env.num_envs)
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
             self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
@@ -48,25 +66,30 @@ class RolloutCollector:
         # After the rollout each row costs two policy passes: only worth it below half the steps.
         self.bootstrap_rows = rows if rows is not None and 2 * rows < buffer.num_envs * buffer.num_steps else None
         self.truncation_overflow = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.no_legal_action = torch.zeros((), dtype=torch.bool, device=self.device)  # set by a mask of no action
         if uses_cuda_graphs(compile_mode, self.device):
             mark_static_state(env, episodes, buffer, self)
         self.step = compile_step(self, "_step", ("_act", "_record"), env.steps_on_host, compile_mode, compile_backend)
         self.last_value = compile_fn(policy.get_value, compile_mode, compile_backend)
 
-    def _step(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
+    def _step(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor):
         """Policy step, env step, truncation bootstrap, episode bookkeeping, the buffer write and the carry for all
         envs. Through a device env, everything a rollout step does runs on the device: compiled it is one graph
         (one CUDA-graph replay) with nothing left for the host to launch."""
-        hidden_in, act = self._act(obs, hidden, episode_starts)
-        result = self.env.step(act.action)
+        hidden_in, act, env_action = self._act(obs, hidden, episode_starts)
+        result = self.env.step(env_action)
         self._record(obs, hidden, episode_starts, hidden_in, act, result)
 
-    def _act(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
-        hidden_in = reset_hidden(hidden, episode_starts)  # the buffer stores the state fed into the step
-        return hidden_in, self.policy.get_action(obs, hidden_in, episode_starts)
+    def _act(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor):
+        hidden_in = reset_state(hidden, episode_starts)  # the buffer stores the state fed into the step
+        no_legal = self.policy.no_legal_action(obs)
+        if no_legal is not None:
+            self.no_legal_action |= no_legal.any()
+        act = self.policy.get_action(obs, hidden_in, episode_starts)
+        return hidden_in, act, self.policy.env_action(act.action)
 
-    def _record(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor,
-                hidden_in: tuple[torch.Tensor, torch.Tensor], act: ActionOutput, result: StepResult) -> None:
+    def _record(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor, hidden_in: RecurrentState,
+                act: ActionOutput, result: StepResult) -> None:
         if self.bootstrap_rows is None:  # bootstrap of a time-limit cut: V(final obs) from the state after the step
             truncated_values, final_obs = self.policy.get_value(result.final_obs, act.hidden, self.no_starts), None
         else:  # after the rollout, from what the buffer keeps
@@ -77,7 +100,8 @@ class RolloutCollector:
                           rewards=result.reward * self.reward_scale, terminated=result.terminated,
                           truncated=result.truncated, truncated_values=truncated_values,
                           episode_starts=episode_starts, hidden=hidden_in, final_obs=final_obs)
-        carry_over((obs, *hidden, episode_starts), (result.obs, *act.hidden, done))
+        carry_over((*spaces.obs_tensors(obs), *hidden, episode_starts),
+                   (*spaces.obs_tensors(result.obs), *act.hidden, done))
 
     @torch.inference_mode()
     def collect(self) -> torch.Tensor:
@@ -98,22 +122,31 @@ class RolloutCollector:
         truncated = buffer.truncated.reshape(-1)
         picked = torch.argsort(truncated.to(torch.uint8), descending=True, stable=True)[:rows]
         envs, steps = picked // buffer.num_steps, picked % buffer.num_steps
-        hidden = (buffer.hidden_h[envs, steps].transpose(0, 1).contiguous(),
-                  buffer.hidden_c[envs, steps].transpose(0, 1).contiguous())
-        values = self.policy.value_after_step(buffer.obs[envs, steps], hidden, buffer.episode_starts[envs, steps],
-                                              buffer.final_obs[envs, steps])
+        hidden = tuple(part[envs, steps].transpose(0, 1).contiguous() for part in buffer.hidden)
+
+        def picked_steps(x: torch.Tensor) -> torch.Tensor:
+            return x[envs, steps]
+
+        values = self.policy.value_after_step(spaces.map_obs(picked_steps, buffer.obs), hidden,
+                                              buffer.episode_starts[envs, steps],
+                                              spaces.map_obs(picked_steps, buffer.final_obs))
         buffer.truncated_values[envs, steps] = values  # rows past the truncated ones land where nothing reads
         self.truncation_overflow |= truncated.sum() > rows
 
-    def check_truncations(self) -> None:
-        """Raise if a rollout truncated more episodes than the env's `max_episode_steps` allows (one host read:
-        call it where the host waits for the device anyway)."""
-        if bool(self.truncation_overflow):
+    def check(self) -> None:
+        """Raise if a rollout truncated more episodes than the env's `max_episode_steps` allows, or met an action
+        mask with no legal action (one host read: call it where the host waits for the device anyway)."""
+        overflow, no_legal = torch.stack([self.truncation_overflow, self.no_legal_action]).tolist()
+        if no_legal:
+            raise mask_error(self.policy)
+        if overflow:
             raise RuntimeError(f"the env truncated more than {self.bootstrap_rows} episodes in a rollout, more than "
                                f"max_episode_steps={self.env.max_episode_steps} allows for "
                                f"{self.buffer.num_envs} envs x {self.buffer.num_steps} steps; some truncations "
                                f"were not bootstrapped. Set the env's max_episode_steps to None if it truncates "
                                f"before its limit")
+
+    check_truncations = check
 
     def advance(self) -> None:
         """One step of all envs, written to the buffer at its next position; call under inference mode."""
@@ -125,26 +158,29 @@ class RolloutCollector:
 class Evaluator:
     """Mean return of fresh episodes under the deterministic policy, on an env of its own."""
 
-    def __init__(self, policy: LSTMPolicyBundle, env: VectorEnv, *, compile_mode: str = "off",
+    def __init__(self, policy: RecurrentPolicy, env: VectorEnv, *, compile_mode: str = "off",
                  compile_backend: str = "inductor") -> None:
+        check_env_matches(policy, env)
         self.policy, self.env = policy, env
         self.compile_mode = compile_mode
         # Step-to-step carry in place, as in RolloutCollector (CUDA graphs overwrite a step's outputs).
         with torch.inference_mode():
-            self.obs = torch.zeros(env.num_envs, env.obs_dim, device=env.device)  # each round starts with a reset
+            # Each round starts with a reset, copied in here.
+            self.obs = spaces.zeros(env.observation_space, (env.num_envs,), env.device)
             self.hidden = policy.initial_hidden(env.num_envs)
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
         if uses_cuda_graphs(compile_mode, env.device):
             mark_static_state(env, self)
         self.step = compile_step(self, "_step", ("_act",), env.steps_on_host, compile_mode, compile_backend)
 
-    def _step(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
-        act = self._act(obs, hidden, episode_starts)
-        result = self.env.step(act.action)
+    def _step(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor):
+        act, env_action = self._act(obs, hidden, episode_starts)
+        result = self.env.step(env_action)
         return result.obs, act.hidden, result.terminated | result.truncated, result.reward
 
-    def _act(self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor], episode_starts: torch.Tensor):
-        return self.policy.get_action(obs, hidden, episode_starts, deterministic=True)
+    def _act(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor):
+        act = self.policy.get_action(obs, hidden, episode_starts, deterministic=True)
+        return act, self.policy.env_action(act.action)
 
     @torch.inference_mode()
     def evaluate(self, num_episodes: int, max_steps: int = 100_000) -> float:
@@ -154,7 +190,8 @@ class Evaluator:
         obs, hidden, starts = self.obs, self.hidden, self.episode_starts
         returns = []
         while len(returns) * n < num_episodes:
-            carry_over((obs, *hidden), (self.env.reset(), *self.policy.initial_hidden(n)))
+            carry_over((*spaces.obs_tensors(obs), *hidden),
+                       (*spaces.obs_tensors(self.env.reset()), *self.policy.initial_hidden(n)))
             starts.fill_(True)
             running = torch.zeros(n, device=device)
             finished = torch.zeros(n, dtype=torch.bool, device=device)
@@ -163,7 +200,8 @@ class Evaluator:
                 next_obs, next_hidden, done, reward = self.step(obs, hidden, starts)
                 running += reward * ~finished
                 finished |= done
-                carry_over((obs, *hidden, starts), (next_obs, *next_hidden, done))
+                carry_over((*spaces.obs_tensors(obs), *hidden, starts),
+                           (*spaces.obs_tensors(next_obs), *next_hidden, done))
                 if step % 64 == 0 and bool(finished.all()):
                     break
             else:

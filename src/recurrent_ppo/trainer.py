@@ -20,7 +20,7 @@ from recurrent_ppo.checkpoint import save_checkpoint
 from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.envs import make_env
 from recurrent_ppo.episodes import EpisodeTracker
-from recurrent_ppo.policy import LSTMPolicyBundle
+from recurrent_ppo.models.policy import RecurrentPolicy
 from recurrent_ppo.ppo import PPOUpdater
 from recurrent_ppo.rollout import Evaluator, RolloutCollector
 from recurrent_ppo.runlog import RunLogger
@@ -58,17 +58,16 @@ class Trainer:
         torch.set_float32_matmul_precision(cfg.matmul_precision)  # process-wide, as torch has it
         torch.manual_seed(cfg.seed + self.group.rank)  # each process its own episodes; weights come from rank 0
         env = make_env(cfg.env, cfg.num_envs, self.device)
-        self.policy_args = dict(obs_dim=env.obs_dim, num_actions=env.num_actions, hidden_dim=cfg.hidden_dim,
-                                num_layers=cfg.num_layers)
-        self.policy = LSTMPolicyBundle(**self.policy_args).to(self.device)
+        self.policy = RecurrentPolicy(env.observation_space, env.action_space, cfg.hidden_dim, cfg.num_layers,
+                                      cfg.core).to(self.device)
+        self.policy_spec = self.policy.spec()
         distributed.broadcast_module(self.policy, self.group)
         # The learning rate is a tensor updated in place, so annealing never changes a traced constant;
         # on CUDA the optimizer is capturable, which tensor learning rates need there.
         self.lr = torch.tensor(cfg.learning_rate, device=self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.lr, eps=1e-5,
                                           capturable=self.device.type == "cuda")
-        self.buffer = RolloutBuffer(cfg.num_envs, cfg.num_steps, env.obs_dim, cfg.num_layers, cfg.hidden_dim,
-                                    self.device)
+        self.buffer = RolloutBuffer.for_policy(self.policy, cfg.num_envs, cfg.num_steps, self.device)
         self.episodes = EpisodeTracker(cfg.num_envs, self.device)
         compile_args = dict(compile_mode=self.compile_mode, compile_backend=cfg.compile_backend)
         self.collector = RolloutCollector(self.policy, env, self.buffer, self.episodes,
@@ -90,9 +89,9 @@ class Trainer:
         iteration counts, so the learning-rate schedule goes on where it stopped. The envs and the episode
         statistics start afresh, and random numbers are reseeded from the seed, the rank and the iteration: a
         resumed run is reproducible, though not the stream an uninterrupted run would have drawn."""
-        if state["policy_args"] != self.policy_args:
-            raise ValueError(f"the checkpoint's policy {state['policy_args']} does not match this run's "
-                             f"{self.policy_args}")
+        if state["policy_spec"] != self.policy_spec:
+            raise ValueError(f"the checkpoint's policy {state['policy_spec']} does not match this run's "
+                             f"{self.policy_spec}")
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:  # loading replaced the lr tensor that annealing updates in place
@@ -130,7 +129,7 @@ class Trainer:
         with record_function("update"):
             losses = self.updater.update(self.buffer, seq_len=cfg.seq_len, num_minibatches=cfg.num_minibatches,
                                          epochs=cfg.update_epochs)
-        self.collector.check_truncations()  # the update's read has waited for the device already
+        self.collector.check()  # the update's read has waited for the device already
         if self.group.parallel:  # each process's means, averaged
             names = list(losses)
             means = distributed.all_sum(torch.tensor([losses[n] for n in names], dtype=torch.float64,
@@ -197,7 +196,7 @@ class Trainer:
 
     def save(self, iteration: int) -> Path:
         """Checkpoint the run after `iteration` iterations, atomically, to RUN_DIR/checkpoint.pt."""
-        state = {"policy": self.policy.state_dict(), "policy_args": self.policy_args,
+        state = {"policy": self.policy.state_dict(), "policy_spec": self.policy_spec,
                  "optimizer": self.optimizer.state_dict(), "config": dataclasses.asdict(self.cfg),
                  "global_step": self.global_step, "iteration": iteration}
         return save_checkpoint(self.run_dir / "checkpoint.pt", state)

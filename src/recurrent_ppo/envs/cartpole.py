@@ -13,6 +13,7 @@ import math
 import torch
 
 from recurrent_ppo.envs.base import StepResult
+from recurrent_ppo.spaces import Box, Discrete
 
 GRAVITY = 9.8
 MASS_CART = 1.0
@@ -30,7 +31,7 @@ INIT_RANGE = 0.05
 class CartPole:
     """`num_envs` CartPole-v1 envs; observation [x, x_dot, theta, theta_dot], or [x, theta] when stateless."""
 
-    num_actions = 2
+    action_space = Discrete(2)
     steps_on_host = False
 
     def __init__(self, num_envs: int, device: torch.device | str = "cpu", *, stateless: bool = False,
@@ -42,7 +43,7 @@ class CartPole:
         self.device = torch.device(device)
         self.stateless = stateless
         self.max_episode_steps = max_episode_steps
-        self.obs_dim = 2 if stateless else 4
+        self.observation_space = Box((2 if stateless else 4,))
         self.state = torch.zeros(num_envs, 4, device=self.device)  # [N, 4]: x, x_dot, theta, theta_dot
         self.elapsed = torch.zeros(num_envs, dtype=torch.int32, device=self.device)  # [N]
 

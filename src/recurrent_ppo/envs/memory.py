@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from recurrent_ppo.envs.base import StepResult
+from recurrent_ppo.spaces import Box, Discrete
 
 
 class CueMemory:
@@ -29,8 +30,8 @@ class CueMemory:
                              f"got {num_envs}, {num_cues}, {delay}")
         self.num_envs, self.num_cues, self.delay = num_envs, num_cues, delay
         self.device = torch.device(device)
-        self.obs_dim = num_cues + 1
-        self.num_actions = num_cues
+        self.observation_space = Box((num_cues + 1,), 0.0, 1.0)
+        self.action_space = Discrete(num_cues)
         self.max_episode_steps = delay + 1  # episodes end (terminated) at this length: none is ever truncated
         self.cue = torch.zeros(num_envs, dtype=torch.int64, device=self.device)  # [N]
         self.elapsed = torch.zeros(num_envs, dtype=torch.int64, device=self.device)  # [N] steps taken this episode

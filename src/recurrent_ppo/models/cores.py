@@ -1,0 +1,152 @@
+"""Recurrent cores that torch.compile can trace with fullgraph=True, with state resets at episode starts.
+
+`nn.LSTM` and `nn.GRU` are graph breaks under torch.compile (Dynamo does not trace RNN modules) and cannot reset
+the state inside a sequence, so the cores are written out here: per layer, the input projection for all time
+steps is one GEMM and each step adds one `[B, H] x [H, gates * H]` GEMM. Parameter names, shapes and gate order
+match `nn.LSTM` / `nn.GRU` (`batch_first=True`), so state dicts load either way and, with no resets, outputs
+agree. Both take and return the recurrent state as a tuple of `[num_layers, B, H]` tensors: `(h, c)` for the
+LSTM, `(h,)` for the GRU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+RecurrentState = tuple[torch.Tensor, ...]
+"""The state of a core: `(h, c)` (LSTM) or `(h,)` (GRU), each `[num_layers, B, H]`."""
+HiddenState = RecurrentState
+
+
+class RecurrentCore(nn.Module):
+    """Multi-layer recurrence over `[B, L, input_dim]` sequences; the state is zeroed where `episode_starts`.
+
+    Subclasses give the gate count, the state tensors' names and `cell`, one time step of one layer.
+    """
+
+    gates: int
+    state_names: tuple[str, ...]
+
+    def __init__(self, input_dim: int, hidden_dim: int, num_layers: int = 1) -> None:
+        super().__init__()
+        if input_dim < 1 or hidden_dim < 1 or num_layers < 1:
+            raise ValueError(f"{type(self).__name__} needs positive sizes, got {input_dim=}, {hidden_dim=}, "
+                             f"{num_layers=}")
+        self.input_size = input_dim
+        self.hidden_size = hidden_dim
+        self.num_layers = num_layers
+        width = self.gates * hidden_dim
+        for layer in range(num_layers):
+            in_dim = input_dim if layer == 0 else hidden_dim
+            self.register_parameter(f"weight_ih_l{layer}", nn.Parameter(torch.empty(width, in_dim)))
+            self.register_parameter(f"weight_hh_l{layer}", nn.Parameter(torch.empty(width, hidden_dim)))
+            self.register_parameter(f"bias_ih_l{layer}", nn.Parameter(torch.empty(width)))
+            self.register_parameter(f"bias_hh_l{layer}", nn.Parameter(torch.empty(width)))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """torch's initialisation of its RNNs: every parameter uniform in +-1/sqrt(hidden_dim)."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for param in self.parameters():
+            nn.init.uniform_(param, -bound, bound)
+
+    def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}"),
+                getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
+
+    def input_gates(self, x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor,
+                    b_hh: torch.Tensor) -> torch.Tensor:
+        """The input's share of every step's gates at once, `[B, L, gates * H]`."""
+        raise NotImplementedError
+
+    def cell(self, gates_x: torch.Tensor, state: RecurrentState, keep: torch.Tensor, w_hh: torch.Tensor,
+             b_hh: torch.Tensor) -> RecurrentState:
+        """One step of one layer: `gates_x [B, gates * H]`, `state` of `[B, H]` tensors, `keep [B, 1]` 0 where
+        the episode starts. Returns the new state; its first tensor is the layer's output."""
+        raise NotImplementedError
+
+    def forward(
+        self, x: torch.Tensor, episode_starts: torch.Tensor, state: RecurrentState
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """Run `x [B, L, input_dim]` from `state`; where `episode_starts[b, t]` is true, the state of every
+        layer is zeroed before step t. Returns the last layer's outputs `[B, L, H]` and the final state."""
+        seq_len = x.shape[1]
+        keep = (~episode_starts).to(x.dtype).unsqueeze(-1)  # [B, L, 1]
+        finals: list[list[torch.Tensor]] = [[] for _ in state]
+        layer_input = x
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)
+            gates_x = self.input_gates(layer_input, w_ih, b_ih, b_hh)  # [B, L, gates * H], all steps at once
+            layer_state = tuple(part[layer] for part in state)  # each [B, H]
+            outputs = []
+            for t in range(seq_len):
+                layer_state = self.cell(gates_x[:, t], layer_state, keep[:, t], w_hh, b_hh)
+                outputs.append(layer_state[0])
+            layer_input = torch.stack(outputs, dim=1)  # [B, L, H]
+            for final, part in zip(finals, layer_state):
+                final.append(part)
+        return layer_input, tuple(torch.stack(final) for final in finals)
+
+
+class LSTM(RecurrentCore):
+    """`nn.LSTM`'s parameters and gate order (i, f, g, o); state `(h, c)`."""
+
+    gates = 4
+    state_names = ("h", "c")
+
+    def input_gates(self, x, w_ih, b_ih, b_hh):
+        return torch.nn.functional.linear(x, w_ih, b_ih + b_hh)
+
+    def cell(self, gates_x, state, keep, w_hh, b_hh):
+        h, c = state
+        # The reset masks what h and c contribute, not h and c themselves: the incoming state then reaches
+        # autograd as it is (as in nn.LSTM), so an inference tensor passed here for training fails loudly
+        # instead of being laundered into a normal tensor by the mask.
+        gates = gates_x + (h @ w_hh.t()) * keep  # [B, 4H]
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * c * keep + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+
+class GRU(RecurrentCore):
+    """`nn.GRU`'s parameters and gate order (r, z, n), with b_hn inside r * (...) as nn.GRU has it; state `(h,)`.
+
+    r = sigmoid(x W_ir + b_ir + h W_hr + b_hr), z likewise, n = tanh(x W_in + b_in + r * (h W_hn + b_hn)),
+    h' = (1 - z) * n + z * h.
+    """
+
+    gates = 3
+    state_names = ("h",)
+
+    def input_gates(self, x, w_ih, b_ih, b_hh):
+        return torch.nn.functional.linear(x, w_ih, b_ih)
+
+    def cell(self, gates_x, state, keep, w_hh, b_hh):
+        (h,) = state
+        # As in the LSTM, the reset masks what h contributes (a reset state is zero: h W_hh vanishes, b_hh stays).
+        gates_h = (h @ w_hh.t()) * keep + b_hh  # [B, 3H]
+        x_r, x_z, x_n = gates_x.chunk(3, dim=-1)
+        h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
+        r = torch.sigmoid(x_r + h_r)
+        z = torch.sigmoid(x_z + h_z)
+        n = torch.tanh(x_n + r * h_n)
+        return ((1 - z) * n + z * h * keep,)
+
+
+CORES: dict[str, type[RecurrentCore]] = {"lstm": LSTM, "gru": GRU}
+"""Recurrent cores by the name `TrainConfig.core` takes."""
+
+
+def make_core(kind: str, input_dim: int, hidden_dim: int, num_layers: int = 1) -> RecurrentCore:
+    if kind not in CORES:
+        raise ValueError(f"core={kind!r} is not one of {sorted(CORES)}")
+    return CORES[kind](input_dim, hidden_dim, num_layers)
+
+
+def reset_state(state: RecurrentState, episode_starts: torch.Tensor) -> RecurrentState:
+    """Zero the state of the envs whose episode starts now (`episode_starts [N]` bool), whatever the core."""
+    keep = (~episode_starts).to(state[0].dtype)[None, :, None]  # [1, N, 1]
+    return tuple(part * keep for part in state)
