@@ -137,6 +137,28 @@ class AutoResetEnv(PopGymEnv):
         return StepResult(obs, reward, terminated, truncated, final_obs)
 
 
+class BlankStart:
+    """For an AutoResetEnv with a Discrete observation that shows nothing before the first action: 0."""
+
+    def _observe(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.zeros_like(state["elapsed"])
+
+
+class NoisyObservations:
+    """For a PopGymEnv subclass whose observations carry N(0, noise_sigma^2) noise per entry (`add_noise`)."""
+
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu", *, noise_sigma: float = 0.1,
+                 **settings) -> None:
+        if not noise_sigma >= 0:
+            raise ValueError(f"{type(self).__name__} needs noise_sigma >= 0, got {noise_sigma}")
+        super().__init__(num_envs, device, **settings)
+        self.noise_sigma = noise_sigma
+
+    def add_noise(self, clean: torch.Tensor, low, high) -> torch.Tensor:
+        """`clean` plus noise, clipped to [low, high] (numbers, or tensors broadcasting against it)."""
+        return (clean + self.noise_sigma * torch.randn_like(clean)).clamp(low, high)
+
+
 class CardGame(AutoResetEnv):
     """A task dealt from shuffled `num_decks`-deck shoes (C cards), one per name in `decks`. Each `state[deck]
     [N, 2, C]` holds two shoes, the `attribute` of every card in dealing order: the one in play,
