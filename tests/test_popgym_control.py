@@ -32,6 +32,21 @@ def cartpole_inject(env, i, ref):
     ref.state = env.cartpole.state[i].double().numpy().copy()
 
 
+def head_start(inject, inner: str, skip: int, envs: tuple[int, ...]):
+    """`inject`, but the first episode of `envs` starts `skip` steps in (port and reference count them), so the
+    time limit comes soon."""
+    started = set()
+
+    def start(env, i, ref):
+        inject(env, i, ref)
+        if i in envs and i not in started:
+            started.add(i)
+            getattr(env, inner).elapsed[i] = skip
+            ref.num_steps = skip
+
+    return start
+
+
 def cartpole_policy(env):
     """Env 0 balances (its episodes run to the time limit), the others push at random (and fall); every state is
     copied into the reference before the step."""
@@ -49,12 +64,13 @@ def cartpole_policy(env):
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("family", ["PositionOnlyCartPole", "VelocityOnlyCartPole"])
 def test_cartpole_matches_popgym(family, level):
+    """Env 0 balances from 60 steps before the limit (truncated, then 10 steps more), env 1 falls, repeatedly."""
     env, refs = make(family, level, 2)
-    steps = env.max_episode_steps + 5
-    ends = run_against(env, refs, cartpole_inject, cartpole_policy(env), steps,
+    inject = head_start(cartpole_inject, "cartpole", env.max_episode_steps - 60, envs=(0,))
+    ends = run_against(env, refs, inject, cartpole_policy(env), 70,
                        current=lambda env: env.cartpole.state[:, POSITIONS], **TOLERANCES)
     assert ends["terminated"] >= 2 and ends["truncated"] == 1, ends
-    assert int(env.cartpole.elapsed[0]) == 5, "the balanced episode was truncated at the time limit"
+    assert int(env.cartpole.elapsed[0]) == 10, "the balanced episode was truncated at the time limit"
 
 
 def noisy_against(family: str, level: str, inject, policy, clean_of, bound, current, steps: int):
@@ -136,9 +152,10 @@ def pendulum_obs(env):
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_pendulum_matches_popgym(level):
+    """Two envs from 30 steps before the limit: truncated, then 5 steps of the next episode."""
     env, refs = make("PositionOnlyPendulum", level, 2)
-    ends = run_against(env, refs, pendulum_inject, pendulum_policy(env), env.max_episode_steps + 3,
-                       current=pendulum_obs, rtol=1e-5, atol=1e-5)
+    inject = head_start(pendulum_inject, "pendulum", env.max_episode_steps - 30, envs=(0, 1))
+    ends = run_against(env, refs, inject, pendulum_policy(env), 35, current=pendulum_obs, rtol=1e-5, atol=1e-5)
     assert ends == {"terminated": 0, "truncated": 2}, "truncated after max_episode_steps, never terminated"
 
 
