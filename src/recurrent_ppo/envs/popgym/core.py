@@ -1,13 +1,14 @@
 """What the POPGym ports share: an auto-resetting base class, the card deck, and the memoryless baseline.
 
 Every port keeps its per-env state in a dict of tensors `[N, ...]`. A step computes the next state of every env,
-draws a fresh episode for every env, and keeps the fresh one where the episode ended (`torch.where`), so shapes
+a fresh episode's state for every env, and keeps the fresh one where the episode ended (`torch.where`), so shapes
 stay static and nothing waits on the host. Random numbers come from torch's global generator, so
 `torch.manual_seed` fixes the episodes.
 
 The card tasks deal from POPGym's `Deck`: `52 * num_decks` cards where card `c` has suit `c % 4`, rank
-`(c % 52) // 4` and colour `c % 2`. A port draws the whole shuffled deck at the episode's start and deals it in
-order (POPGym deals from the end of its shuffled index array; `dealing_order` converts one into the other).
+`(c % 52) // 4` and colour `c % 2`. A port holds each episode's whole shuffled shoe and deals it in order (POPGym
+deals from the end of its shuffled index array; `dealing_order` converts one into the other); the next episode's
+shoe is shuffled a swap per step meanwhile (`CardGame`).
 """
 
 from __future__ import annotations
