@@ -167,3 +167,20 @@ def test_the_vector_envs_own_first_outputs_are_checked_too():
     wrapped.reset(seed=0)
     with pytest.raises(ValueError, match=r"gym:Bad: step\(\) returned an observation of shape \(5,\)"):
         wrapped.step(0)
+
+
+def test_a_mask_inside_a_dict_observation_is_used_as_it_is():
+    """An env whose Dict observation holds its own "action_mask" (a 0/1 int8 Box, as gymnasium envs declare it)
+    gets it on the device as bool, the info's mask ignored."""
+    from recurrent_ppo.spaces import Dict, Discrete, MultiBinary
+
+    obs_space = gym.spaces.Dict({"action_mask": gym.spaces.Box(0, 1, (3,), np.int8), "pos": gym.spaces.Discrete(4)})
+    env_id = spec_env("DictMask", obs_space, gym.spaces.Discrete(3),
+                      reset_obs=lambda t: {"action_mask": np.array([1, 0, 1], np.int8), "pos": np.int64(t % 4)},
+                      step_obs=lambda t: {"action_mask": np.array([0, 1, 1], np.int8), "pos": np.int64(t % 4)},
+                      mask=np.ones(3, np.int8))
+    env = GymVectorEnv(env_id, 2)
+    assert env.observation_space == Dict((("action_mask", MultiBinary((3,))), ("pos", Discrete(4))))
+    obs = env.reset()
+    assert obs["action_mask"].dtype == torch.bool and obs["action_mask"].tolist() == [[True, False, True]] * 2
+    assert env.step(torch.tensor([0, 2])).obs["action_mask"].tolist() == [[False, True, True]] * 2
