@@ -48,3 +48,15 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(0)
 
+
+@pytest.fixture
+def fresh_dynamo():
+    """Dynamo's caches and counters emptied before and after the test, so it counts only its own graphs."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+

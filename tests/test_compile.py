@@ -22,12 +22,7 @@ from tests.helpers import assert_close
 LOSS = dict(clip_coef=0.2, vf_coef=0.5, ent_coef=0.01)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_dynamo():
-    torch._dynamo.reset()
-    counters.clear()
-    yield
-    torch._dynamo.reset()
+pytestmark = pytest.mark.usefixtures("fresh_dynamo")
 
 
 def small_policy(core="lstm", device="cpu"):

@@ -104,3 +104,83 @@ def test_host_env_under_cuda_graphs(tmp_path):
     summary = Trainer(cfg).train()
     assert summary["global_step"] == 16 * 16 * 3
     assert 1.0 <= summary["eval_return_mean"] <= 500.0
+
+
+# --- bad input at the boundary: one clear error, before any training ------------------------------------------
+
+def spec_env(name, obs_space, action_space=None, **outputs):
+    from tests.gym_envs import register
+
+    return register(name, observation_space=obs_space, action_space=action_space or gym.spaces.Discrete(2),
+                    **outputs)
+
+
+BOX4 = gym.spaces.Box(-1.0, 1.0, (4,))
+POS = gym.spaces.Dict({"pos": gym.spaces.Discrete(5), "x": gym.spaces.Box(-1.0, 1.0, (2,))})
+
+
+@pytest.mark.parametrize("env_id,message", [
+    (spec_env("ShortObs", BOX4, reset_obs=lambda t: np.zeros(3, np.float32)),
+     r"gym:rppo-test/ShortObs-v0: reset\(\) returned an observation of shape \(3,\) and dtype float32; expected "
+     r"shape \(4,\) and a float dtype, against its declared space Box\(shape=\(4,\)"),
+    (spec_env("IntObs", BOX4, step_obs=lambda t: np.zeros(4, np.int64)),
+     r"gym:rppo-test/IntObs-v0: step\(\) returned an observation of shape \(4,\) and dtype int64; expected shape "
+     r"\(4,\) and a float dtype"),
+    (spec_env("FloatPos", POS, step_obs=lambda t: {"pos": np.float64(1.0), "x": np.zeros(2, np.float32)}),
+     r"gym:rppo-test/FloatPos-v0: step\(\) returned an observation 'pos' of shape \(\) and dtype float64; "
+     r"expected shape \(\) and integers, against its declared space Discrete\(n=5, start=0\)"),
+    (spec_env("PosOutOfRange", POS, reset_obs=lambda t: {"pos": np.int64(7), "x": np.zeros(2, np.float32)}),
+     r"gym:rppo-test/PosOutOfRange-v0: reset\(\) returned an observation 'pos' of values 7 outside \[0, 4\]"),
+    (spec_env("ShortMask", BOX4, gym.spaces.Discrete(4), mask=np.ones(3, np.int8)),
+     r"gym:rppo-test/ShortMask-v0: reset\(\) returned info\['action_mask'\] of shape \(3,\) and dtype int8; the "
+     r"actions need shape \(4,\) of 0/1 \(int8 or bool\)"),
+    (spec_env("FloatMask", BOX4, gym.spaces.Discrete(4), mask=np.ones(4, np.float32)),
+     r"gym:rppo-test/FloatMask-v0: reset\(\) returned info\['action_mask'\] of shape \(4,\) and dtype float32"),
+    (spec_env("TextObs", gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Text(4)))),
+     r"gym:rppo-test/TextObs-v0: unsupported space Text\(.*\) at '1' of the observation space: observations may "
+     r"be Box, Discrete"),
+    (spec_env("MultiBinaryAction", BOX4, gym.spaces.MultiBinary(3)),
+     r"gym:rppo-test/MultiBinaryAction-v0: unsupported space MultiBinary\(3\) as the action space"),
+], ids=["short-obs", "int-for-float", "float-discrete-in-dict", "out-of-range", "short-mask", "float-mask",
+        "text-in-tuple", "multibinary-action"])
+def test_an_env_breaking_its_spaces_fails_before_the_first_update(tmp_path, env_id, message):
+    """One ValueError naming the env, the call, the field, expected and got, raised while the Trainer is built:
+    nothing is written to the run folder."""
+    with pytest.raises(ValueError, match=message):
+        GymVectorEnv(env_id, 2)
+    cfg = TrainConfig(env=f"gym:{env_id}", num_envs=2, num_steps=8, seq_len=4, total_steps=16, hidden_dim=8,
+                      num_minibatches=1, progress=False, run_dir=str(tmp_path / "run"), device="cpu",
+                      compile_mode="off")
+    with pytest.raises(ValueError, match=message):
+        Trainer(cfg).train()
+    run = tmp_path / "run"
+    assert not run.exists() or {p.name for p in run.iterdir()} <= {"config.json"}
+
+
+def test_the_vector_envs_own_first_outputs_are_checked_too():
+    """The probe's episode may pass; each vector env's first reset and step are checked as well."""
+    from recurrent_ppo.envs.gym_adapter import OutputCheck, checked
+    from tests.gym_envs import SpecEnv
+
+    bad = SpecEnv(BOX4, gym.spaces.Discrete(2), step_obs=lambda t: np.zeros(5, np.float32))
+    wrapped = checked(bad, OutputCheck("gym:Bad", BOX4, None))
+    wrapped.reset(seed=0)
+    with pytest.raises(ValueError, match=r"gym:Bad: step\(\) returned an observation of shape \(5,\)"):
+        wrapped.step(0)
+
+
+def test_a_mask_inside_a_dict_observation_is_used_as_it_is():
+    """An env whose Dict observation holds its own "action_mask" (a 0/1 int8 Box, as gymnasium envs declare it)
+    gets it on the device as bool, the info's mask ignored."""
+    from recurrent_ppo.spaces import Dict, Discrete, MultiBinary
+
+    obs_space = gym.spaces.Dict({"action_mask": gym.spaces.Box(0, 1, (3,), np.int8), "pos": gym.spaces.Discrete(4)})
+    env_id = spec_env("DictMask", obs_space, gym.spaces.Discrete(3),
+                      reset_obs=lambda t: {"action_mask": np.array([1, 0, 1], np.int8), "pos": np.int64(t % 4)},
+                      step_obs=lambda t: {"action_mask": np.array([0, 1, 1], np.int8), "pos": np.int64(t % 4)},
+                      mask=np.ones(3, np.int8))
+    env = GymVectorEnv(env_id, 2)
+    assert env.observation_space == Dict((("action_mask", MultiBinary((3,))), ("pos", Discrete(4))))
+    obs = env.reset()
+    assert obs["action_mask"].dtype == torch.bool and obs["action_mask"].tolist() == [[True, False, True]] * 2
+    assert env.step(torch.tensor([0, 2])).obs["action_mask"].tolist() == [[False, True, True]] * 2

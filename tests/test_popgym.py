@@ -41,6 +41,13 @@ def reference(family: str, level: str):
     return getattr(module, family + level)()
 
 
+def make(family: str, level: str, num_envs: int):
+    """The port `<family><level>` with `num_envs` envs, reset, and one POPGym env per port env."""
+    env = POPGYM_ENVS[f"popgym/{family}{level}"](num_envs, torch.device("cpu"))
+    env.reset()
+    return env, [reference(family, level) for _ in range(num_envs)]
+
+
 def row(obs, i: int):
     """Env i's observation: a tensor, or a dict of them."""
     return {path: x[i] for path, x in obs.items()} if isinstance(obs, dict) else obs[i]
@@ -225,9 +232,7 @@ def card_policy(family, env, refs):
 @pytest.mark.parametrize("family", sorted(CARD_TASKS))
 def test_card_task_matches_popgym_step_by_step(family, level):
     """Two envs, one episode each and a few steps of the next, exactly as POPGym with the same decks."""
-    env = POPGYM_ENVS[f"popgym/{family}{level}"](2, torch.device("cpu"))
-    env.reset()
-    refs = [reference(family, level) for _ in range(2)]
+    env, refs = make(family, level, 2)
     steps = env.max_episode_steps + 5
     ends = run_against(env, refs, CARD_TASKS[family](level), card_policy(family, env, refs), steps)
     assert ends == {"terminated": 2, "truncated": 0}, "both episodes last exactly max_episode_steps"

@@ -18,16 +18,10 @@ import torch
 from recurrent_ppo.envs.popgym import POPGYM_ENVS, memoryless_return
 from recurrent_ppo.envs.popgym.battleship import Battleship
 from recurrent_ppo.envs.popgym.minesweeper import block_counts
-from tests.test_popgym import LEVELS, ks_bound, ks_distance, random_actions, reference, run_against
+from tests.test_popgym import LEVELS, ks_bound, ks_distance, make, random_actions, reference, run_against
 
 np = pytest.importorskip("numpy")
 pytest.importorskip("popgym")
-
-
-def make(family: str, level: str, num_envs: int):
-    env = POPGYM_ENVS[f"popgym/{family}{level}"](num_envs, torch.device("cpu"))
-    env.reset()
-    return env, [reference(family, level) for _ in range(num_envs)]
 
 
 # --- MultiarmedBandit -----------------------------------------------------------------------------------------

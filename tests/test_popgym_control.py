@@ -16,8 +16,8 @@ import torch
 from recurrent_ppo.envs.cartpole import INIT_RANGE
 from recurrent_ppo.envs.pendulum import angle_normalize
 from recurrent_ppo.envs.popgym import POPGYM_ENVS
-from recurrent_ppo.envs.popgym.cartpole import POSITIONS
-from tests.test_popgym import LEVELS, assert_obs, ks_bound, ks_distance, reference, run_against
+from recurrent_ppo.envs.popgym.cartpole import POSITION_BOUND, POSITIONS
+from tests.test_popgym import LEVELS, assert_obs, ks_bound, ks_distance, make, run_against
 
 np = pytest.importorskip("numpy")
 pytest.importorskip("popgym")
@@ -30,6 +30,21 @@ def cartpole_inject(env, i, ref):
     env.cartpole.state[i] = torch.tensor(ref.state, dtype=torch.float32)
     env.cartpole.elapsed[i] = 0
     ref.state = env.cartpole.state[i].double().numpy().copy()
+
+
+def head_start(inject, inner: str, skip: int, envs: tuple[int, ...]):
+    """`inject`, but the first episode of `envs` starts `skip` steps in (port and reference count them), so the
+    time limit comes soon."""
+    started = set()
+
+    def start(env, i, ref):
+        inject(env, i, ref)
+        if i in envs and i not in started:
+            started.add(i)
+            getattr(env, inner).elapsed[i] = skip
+            ref.num_steps = skip
+
+    return start
 
 
 def cartpole_policy(env):
@@ -49,19 +64,20 @@ def cartpole_policy(env):
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("family", ["PositionOnlyCartPole", "VelocityOnlyCartPole"])
 def test_cartpole_matches_popgym(family, level):
-    env = POPGYM_ENVS[f"popgym/{family}{level}"](2, torch.device("cpu"))
-    env.reset()
-    refs = [reference(family, level) for _ in range(2)]
-    steps = env.max_episode_steps + 5
-    ends = run_against(env, refs, cartpole_inject, cartpole_policy(env), steps,
+    """Env 0 balances from 60 steps before the limit (truncated, then 10 steps more), env 1 falls, repeatedly."""
+    env, refs = make(family, level, 2)
+    inject = head_start(cartpole_inject, "cartpole", env.max_episode_steps - 60, envs=(0,))
+    ends = run_against(env, refs, inject, cartpole_policy(env), 70,
                        current=lambda env: env.cartpole.state[:, POSITIONS], **TOLERANCES)
     assert ends["terminated"] >= 2 and ends["truncated"] == 1, ends
-    assert int(env.cartpole.elapsed[0]) == 5, "the balanced episode was truncated at the time limit"
+    assert int(env.cartpole.elapsed[0]) == 10, "the balanced episode was truncated at the time limit"
 
 
-def noise_collector(clean_of, bound):
-    """A `compare` for `run_against` that keeps the noise of both observations (observation minus
-    `clean_of(ref)`, the true one) and checks they lie within the bounds."""
+def noisy_against(family: str, level: str, inject, policy, clean_of, bound, current, steps: int):
+    """Run the noisy port `<family><level>` (4 envs) against POPGym's (rewards and episode ends to float32
+    rounding, every observation within `bound`) and return the noise of both, `[samples, 2]` each: observation
+    minus `clean_of(ref)`, the true one."""
+    env, refs = make(family, level, 4)
     noise = {"port": [], "popgym": []}
 
     def compare(obs, ref_obs, name, ref):
@@ -71,30 +87,27 @@ def noise_collector(clean_of, bound):
             assert (x.abs() <= bound).all(), f"{name}: {key} observation {x.tolist()} outside the bounds"
             noise[key].append(x - clean)
 
-    return compare, noise
+    run_against(env, refs, inject, policy(env), steps, min_episodes=0, compare=compare, fresh_obs=False,
+                current=current, **TOLERANCES)
+    return env, torch.stack(noise["port"]), torch.stack(noise["popgym"])
 
 
-def assert_same_noise(noise, sigma: float, unclipped: int) -> None:
-    """The noise of each entry is distributed alike in port and reference; entry `unclipped` (rarely clipped)
-    has standard deviation sigma (within 15%)."""
-    port, ref = torch.stack(noise["port"]), torch.stack(noise["popgym"])  # [samples, 2]
+def assert_same_noise(port: torch.Tensor, ref: torch.Tensor) -> None:
+    """Each entry's noise is distributed alike in port and reference (KS at chance 0.001)."""
     for j in range(2):
         distance = ks_distance(port[:, j], ref[:, j])
         assert distance < ks_bound(len(port), len(ref)), f"entry {j}: KS distance {distance:.3f}"
-    assert abs(float(port[:, unclipped].std()) / sigma - 1) < 0.15
 
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_noisy_cartpole_matches_popgym(level):
-    """Rewards and episode ends exactly, observations as a noise distribution (x is rarely clipped at 4.8)."""
-    env = POPGYM_ENVS[f"popgym/NoisyPositionOnlyCartPole{level}"](4, torch.device("cpu"))
-    env.reset()
-    refs = [reference("NoisyPositionOnlyCartPole", level) for _ in range(4)]
-    compare, noise = noise_collector(lambda ref: torch.tensor(ref.state, dtype=torch.float32)[POSITIONS],
-                                     env.bound)
-    run_against(env, refs, cartpole_inject, cartpole_policy(env), 150, min_episodes=3, compare=compare, fresh_obs=False,
-                current=lambda env: env.observe(env.cartpole.state), **TOLERANCES)
-    assert_same_noise(noise, env.noise_sigma, unclipped=0)
+    """Observations as a noise distribution, whose deviation on x (rarely clipped at 4.8) is sigma within 15%."""
+    env, port, ref = noisy_against(
+        "NoisyPositionOnlyCartPole", level, cartpole_inject, cartpole_policy,
+        lambda ref: torch.tensor(ref.state, dtype=torch.float32)[POSITIONS], torch.tensor(POSITION_BOUND),
+        lambda env: env.observe(env.cartpole.state), 150)
+    assert_same_noise(port, ref)
+    assert abs(float(port[:, 0].std()) / env.noise_sigma - 1) < 0.15
 
 
 def test_cartpole_episodes_start_as_popgym_shows_them():
@@ -139,32 +152,25 @@ def pendulum_obs(env):
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_pendulum_matches_popgym(level):
-    env = POPGYM_ENVS[f"popgym/PositionOnlyPendulum{level}"](2, torch.device("cpu"))
-    env.reset()
-    refs = [reference("PositionOnlyPendulum", level) for _ in range(2)]
-    ends = run_against(env, refs, pendulum_inject, pendulum_policy(env), env.max_episode_steps + 3,
-                       current=pendulum_obs, rtol=1e-5, atol=1e-5)
+    """Two envs from 30 steps before the limit: truncated, then 5 steps of the next episode."""
+    env, refs = make("PositionOnlyPendulum", level, 2)
+    inject = head_start(pendulum_inject, "pendulum", env.max_episode_steps - 30, envs=(0, 1))
+    ends = run_against(env, refs, inject, pendulum_policy(env), 35, current=pendulum_obs, rtol=1e-5, atol=1e-5)
     assert ends == {"terminated": 0, "truncated": 2}, "truncated after max_episode_steps, never terminated"
 
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_noisy_pendulum_matches_popgym(level):
-    """Rewards and episode ends to float32 rounding, observations as a noise distribution (both entries by KS;
-    clipping to [-1, 1] is frequent here, so the deviation is checked apart, away from the bounds)."""
-    env = POPGYM_ENVS[f"popgym/NoisyPositionOnlyPendulum{level}"](4, torch.device("cpu"))
-    env.reset()
-    refs = [reference("NoisyPositionOnlyPendulum", level) for _ in range(4)]
+    """Observations as a noise distribution (clipping to [-1, 1] is frequent here: the deviation is checked apart,
+    away from the bounds)."""
 
     def clean(ref):
         th = torch.tensor(ref.state[0])
         return torch.stack([torch.cos(th), torch.sin(th)]).float()
 
-    compare, noise = noise_collector(clean, 1.0)
-    run_against(env, refs, pendulum_inject, pendulum_policy(env), 120, min_episodes=0, compare=compare, fresh_obs=False,
-                current=lambda env: env.observe(pendulum_obs(env)), rtol=1e-5, atol=1e-5)
-    port, ref = torch.stack(noise["port"]), torch.stack(noise["popgym"])
-    for j in range(2):
-        assert ks_distance(port[:, j], ref[:, j]) < ks_bound(len(port), len(ref)), f"entry {j}"
+    _, port, ref = noisy_against("NoisyPositionOnlyPendulum", level, pendulum_inject, pendulum_policy, clean, 1.0,
+                                 lambda env: env.observe(pendulum_obs(env)), 120)
+    assert_same_noise(port, ref)
 
 
 def test_noise_is_gaussian_with_sigma():

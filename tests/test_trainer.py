@@ -202,3 +202,40 @@ def test_restored_optimizer_follows_the_annealed_learning_rate(tmp_path):
     second.train_iteration(2)
     assert second.optimizer.param_groups[0]["lr"] is second.lr
     assert float(second.lr) == pytest.approx(second.cfg.learning_rate * 0.5)
+
+
+@pytest.mark.parametrize("env,core", [("gym:Taxi-v4", "gru"), ("gym:Pendulum-v1", "lstm")],
+                         ids=["masked-discrete-gru", "box-actions-lstm"])
+def test_the_checkpoint_rebuilds_any_policy_for_eval_and_resume(tmp_path, capsys, env, core):
+    from recurrent_ppo.cli import main
+
+    pytest.importorskip("gymnasium")
+    run = tmp_path / "run"
+    trainer = Trainer(small_config(tmp_path, env=env, core=core, eval_episodes=0))
+    trainer.train()
+    policy = load_policy(run)
+    assert policy.spec() == trainer.policy.spec() and policy.core_kind == core
+    assert policy.obs_space == trainer.policy.obs_space and policy.action_space == trainer.policy.action_space
+    for name, value in trainer.policy.state_dict().items():
+        assert torch.equal(policy.state_dict()[name], value), name
+    capsys.readouterr()
+    assert main(["eval", str(run), "--episodes", "2", "--num-envs", "2", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith(f"{env}: deterministic evaluation over 2 episodes on cpu")
+    assert main(["train", "--resume", str(run), "--total-steps", str(4 * 16 * 3), "--no-progress"]) == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["global_step"] == 4 * 16 * 3
+
+
+def test_a_seed_checkpoint_loads_as_its_policy_spec(tmp_path):
+    """Checkpoints of the seed's LSTMPolicyBundle (policy_args, actor.*/lstm.* names) still load."""
+    policy = LSTMPolicyBundle(obs_dim=2, num_actions=3, hidden_dim=8)
+    old_names = {"head.linear.": "actor.", "core.": "lstm."}
+    seed_state = {next((new + k[len(old):] for old, new in old_names.items() if k.startswith(old)), k): v
+                  for k, v in policy.state_dict().items()}
+    assert "actor.weight" in seed_state and "lstm.weight_hh_l0" in seed_state
+    save_checkpoint(tmp_path / "checkpoint.pt", {
+        "policy": seed_state, "config": {}, "global_step": 0,
+        "policy_args": {"obs_dim": 2, "num_actions": 3, "hidden_dim": 8, "num_layers": 1}})
+    loaded = load_policy(tmp_path)
+    assert loaded.spec() == policy.spec()
+    for name, value in policy.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name

@@ -214,7 +214,8 @@ def from_data(data: dict) -> Space:
 
 def _unsupported(space: object, path: str, supported: str, role: str = "observation") -> ValueError:
     where = f" at {path!r} of the {role} space" if path else f" as the {role} space"
-    return ValueError(f"unsupported space {space}{where}: {role}s may be {supported}")
+    described = " ".join(str(space).split())  # numpy reprs span lines
+    return ValueError(f"unsupported space {described}{where}: {role}s may be {supported}")
 
 
 def _bounds(values) -> float | tuple[float, ...]:

@@ -17,6 +17,7 @@ ENVS: dict[str, Callable[[int, torch.device], VectorEnv]] = {
     "stateless-cartpole": lambda num_envs, device: CartPole(num_envs, device, stateless=True),
     "memory": lambda num_envs, device: CueMemory(num_envs, device),
 }
+ENVS.update(__import__("recurrent_ppo.envs.popgym", fromlist=["POPGYM_ENVS"]).POPGYM_ENVS)  # popgym/<Task><Level>
 
 
 ENV_CHOICES = f"one of {sorted(ENVS)}, or gym:<id> for a gymnasium env (e.g. gym:CartPole-v1)"

@@ -133,6 +133,19 @@ def legal_action(space, mask: np.ndarray | None):
     return space.start + np.array([int(np.flatnonzero(part)[0]) for part in splits])
 
 
+def mask_leaf_as_binary(space: spaces.Space) -> spaces.Space:
+    """A Dict observation's own `"action_mask"` leaf as MultiBinary, bool on the device, however the env declares
+    it (gymnasium's envs often use a 0/1 int8 Box)."""
+    if not isinstance(space, spaces.Dict) or ACTION_MASK not in dict(space.spaces):
+        return space
+    mask = dict(space.spaces)[ACTION_MASK]
+    if not isinstance(mask, (spaces.Box, spaces.MultiBinary)) or len(mask.shape) != 1:
+        raise ValueError(f"the observation's {ACTION_MASK!r} is {mask}; it must be one flag per action, a 1-D 0/1 "
+                         f"Box or MultiBinary")
+    return spaces.Dict(tuple((key, spaces.MultiBinary(mask.shape) if key == ACTION_MASK else sub)
+                             for key, sub in space.spaces))
+
+
 class GymVectorEnv:
     """`num_envs` copies of the gymnasium env `env_id`, seeded from `seed` (env i gets seed + i).
 
@@ -164,8 +177,11 @@ class GymVectorEnv:
                 self.action_space = spaces.action_from_gym(self.gym_action_space)
             except ValueError as error:
                 raise ValueError(f"{self.name}: {error}") from None
+            obs_space = mask_leaf_as_binary(obs_space)
             probe_obs, info = probe.reset(seed=seed)
-            self.masked = ACTION_MASK in info
+            # The info's mask moves into the observation, unless the observation holds one already.
+            self.masked = ACTION_MASK in info and not (isinstance(obs_space, spaces.Dict)
+                                                       and ACTION_MASK in dict(obs_space.spaces))
             self.observation_space = spaces.with_action_mask(obs_space, self.action_space) if self.masked \
                 else obs_space
             check = OutputCheck(self.name, self.gym_obs_space,
@@ -200,13 +216,16 @@ class GymVectorEnv:
         # Seeded on the first reset only: later resets continue each env's random stream.
         obs, info = self.envs.reset(seed=None if self._seeded else self.seed)
         self._seeded = True
-        return self._obs(gym_leaves(obs, self.gym_obs_space, self.obs_prefix), info.get(ACTION_MASK))
+        return self._obs(gym_leaves(obs, self.gym_obs_space, self.obs_prefix), self._info_mask(info))
+
+    def _info_mask(self, info: dict) -> np.ndarray | None:
+        return info.get(ACTION_MASK) if self.masked else None
 
     def step(self, actions: torch.Tensor) -> StepResult:
         actions = actions.cpu().numpy().astype(self.gym_action_space.dtype, copy=False)
         obs, reward, terminated, truncated, info = self.envs.step(actions)
         leaves = gym_leaves(obs, self.gym_obs_space, self.obs_prefix)
-        mask = info.get(ACTION_MASK)
+        mask = self._info_mask(info)
         final = {path: np.array(array, copy=True) for path, array in leaves.items()}
         final_mask = None if mask is None else np.array(mask, copy=True)
         if "_final_obs" in info:  # episodes that ended in this step: their last observation (and mask)

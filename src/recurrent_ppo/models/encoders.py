@@ -37,9 +37,9 @@ def is_flat_box(space: Space) -> bool:
 
 
 class Flatten(nn.Module):
-    """A Box leaf as float features `[..., prod(shape)]`."""
+    """A Box leaf, or a MultiBinary one (bool), as float features `[..., prod(shape)]`."""
 
-    def __init__(self, space: Box) -> None:
+    def __init__(self, space: Box | MultiBinary) -> None:
         super().__init__()
         self.leaf_dims = len(space.shape)
         self.out_dim = math.prod(space.shape)
@@ -66,18 +66,6 @@ class OneHot(nn.Module):
         columns = (x[..., None] if self.squeeze else x) + self.offsets  # [..., K]
         features = torch.zeros(*x.shape[:x.dim() - (0 if self.squeeze else 1)], self.out_dim, device=x.device)
         return features.scatter_(-1, columns, 1.0)
-
-
-class Binary(nn.Module):
-    """MultiBinary leaf (bool) as 0/1 features `[..., prod(shape)]`."""
-
-    def __init__(self, space: MultiBinary) -> None:
-        super().__init__()
-        self.leaf_dims = len(space.shape)
-        self.out_dim = math.prod(space.shape)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(-self.leaf_dims).float()
 
 
 class ImageCNN(nn.Module):
@@ -110,11 +98,9 @@ class ImageCNN(nn.Module):
 def leaf_encoder(leaf: Leaf, hidden_dim: int) -> nn.Module:
     if is_image(leaf):
         return ImageCNN(leaf, hidden_dim)
-    if isinstance(leaf, Box):
-        return Flatten(leaf)
     if isinstance(leaf, (Discrete, MultiDiscrete)):
         return OneHot(leaf)
-    return Binary(leaf)
+    return Flatten(leaf)
 
 
 class LeafEncoder(nn.Module):

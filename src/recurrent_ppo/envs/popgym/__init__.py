@@ -3,7 +3,9 @@
 `POPGYM_ENVS["popgym/<Family><Level>"]` builds `num_envs` copies of a task at the package's Easy, Medium or Hard
 settings, with its observation and action spaces, episode lengths and reward scales (episode returns in
 [-1, 1]). `memoryless_return(name)` is the expected return of a stated policy that sees only the current
-observation: the bar a memory model must clear on a learning benchmark.
+observation (each class's `memoryless_policy`): the bar a memory model must clear on a learning benchmark. For the
+card tasks it is the best such policy's, in closed form; MultiarmedBandit's is 0 (always one arm); elsewhere a
+Monte Carlo estimate for a simple stated policy, a lower bound of the best.
 """
 
 from __future__ import annotations

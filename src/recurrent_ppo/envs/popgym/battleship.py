@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from recurrent_ppo.envs.popgym.core import AutoResetEnv, random_keys, take
+from recurrent_ppo.envs.popgym.core import AutoResetEnv, BlankStart, random_keys, take
 from recurrent_ppo.spaces import Discrete, MultiDiscrete
 
 SHIPS = (2, 3, 3, 4)
 DIFFICULTIES = {"Easy": {"board_size": 8}, "Medium": {"board_size": 10}, "Hard": {"board_size": 12}}
 
 
-class Battleship(AutoResetEnv):
+class Battleship(BlankStart, AutoResetEnv):
     """`num_envs` copies; observation hit (1) or miss (0) (Discrete(2), 0 at the start), action a square `[row,
     column]` (MultiDiscrete([board_size] * 2)). State: `ships`, `shot [N, board_size^2]` bool, `hits [N]`,
     `elapsed [N]`."""
@@ -70,9 +70,6 @@ class Battleship(AutoResetEnv):
         zeros = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
         ships = ships.view(self.num_envs, b * b)
         return {"ships": ships, "shot": torch.zeros_like(ships), "hits": zeros, "elapsed": zeros.clone()}
-
-    def _observe(self, state) -> torch.Tensor:
-        return torch.zeros_like(state["elapsed"])
 
     def _advance(self, state, actions):
         square = actions[:, 0] * self.board_size + actions[:, 1]  # [N]

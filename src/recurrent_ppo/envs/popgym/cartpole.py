@@ -14,7 +14,7 @@ import torch
 
 from recurrent_ppo.envs.base import StepResult
 from recurrent_ppo.envs.cartpole import THETA_LIMIT, X_LIMIT, CartPole
-from recurrent_ppo.envs.popgym.core import PopGymEnv
+from recurrent_ppo.envs.popgym.core import NoisyObservations, PopGymEnv
 from recurrent_ppo.spaces import Box, Discrete
 
 POSITIONS, VELOCITIES = [0, 2], [1, 3]  # of the state [x, x_dot, theta, theta_dot]
@@ -77,21 +77,15 @@ class VelocityOnlyCartPole(PositionOnlyCartPole):
         return (obs[:, 1] + 0.3 * obs[:, 0] > 0).long()
 
 
-class NoisyPositionOnlyCartPole(PositionOnlyCartPole):
-    """`num_envs` copies; observation `[x, theta]` plus N(0, noise_sigma^2) noise per entry, clipped to the
-    observation bounds."""
+class NoisyPositionOnlyCartPole(NoisyObservations, PositionOnlyCartPole):
+    """`num_envs` copies (`noise_sigma`, `max_episode_length`); observation `[x, theta]` plus N(0,
+    noise_sigma^2) noise per entry, clipped to the observation bounds."""
 
-    def __init__(self, num_envs: int, device: torch.device | str = "cpu", *, noise_sigma: float = 0.1,
-                 max_episode_length: int = 200) -> None:
-        if not noise_sigma >= 0:
-            raise ValueError(f"NoisyPositionOnlyCartPole needs noise_sigma >= 0, got {noise_sigma}")
-        super().__init__(num_envs, device, max_episode_length=max_episode_length)
-        self.noise_sigma = noise_sigma
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu", **settings) -> None:
+        super().__init__(num_envs, device, **settings)
         self.bound = torch.tensor(POSITION_BOUND, device=self.device)  # [2]
 
     def observe(self, full: torch.Tensor, started: torch.Tensor | None = None) -> torch.Tensor:
-        clean = full[:, POSITIONS]
-        noisy = clean + self.noise_sigma * torch.randn_like(clean)
-        return torch.maximum(torch.minimum(noisy, self.bound), -self.bound)
+        return self.add_noise(full[:, POSITIONS], -self.bound, self.bound)
 
 NOISES = {"Easy": {"noise_sigma": 0.1}, "Medium": {"noise_sigma": 0.2}, "Hard": {"noise_sigma": 0.3}}

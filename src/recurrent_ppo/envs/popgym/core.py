@@ -1,13 +1,14 @@
 """What the POPGym ports share: an auto-resetting base class, the card deck, and the memoryless baseline.
 
 Every port keeps its per-env state in a dict of tensors `[N, ...]`. A step computes the next state of every env,
-draws a fresh episode for every env, and keeps the fresh one where the episode ended (`torch.where`), so shapes
+a fresh episode's state for every env, and keeps the fresh one where the episode ended (`torch.where`), so shapes
 stay static and nothing waits on the host. Random numbers come from torch's global generator, so
 `torch.manual_seed` fixes the episodes.
 
 The card tasks deal from POPGym's `Deck`: `52 * num_decks` cards where card `c` has suit `c % 4`, rank
-`(c % 52) // 4` and colour `c % 2`. A port draws the whole shuffled deck at the episode's start and deals it in
-order (POPGym deals from the end of its shuffled index array; `dealing_order` converts one into the other).
+`(c % 52) // 4` and colour `c % 2`. A port holds each episode's whole shuffled shoe and deals it in order (POPGym
+deals from the end of its shuffled index array; `dealing_order` converts one into the other); the next episode's
+shoe is shuffled a swap per step meanwhile (`CardGame`).
 """
 
 from __future__ import annotations
@@ -135,6 +136,28 @@ class AutoResetEnv(PopGymEnv):
                 self.state[name].copy_(value)
         obs = where_done(done, self._observe(self.state), final_obs)
         return StepResult(obs, reward, terminated, truncated, final_obs)
+
+
+class BlankStart:
+    """For an AutoResetEnv with a Discrete observation that shows nothing before the first action: 0."""
+
+    def _observe(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.zeros_like(state["elapsed"])
+
+
+class NoisyObservations:
+    """For a PopGymEnv subclass whose observations carry N(0, noise_sigma^2) noise per entry (`add_noise`)."""
+
+    def __init__(self, num_envs: int, device: torch.device | str = "cpu", *, noise_sigma: float = 0.1,
+                 **settings) -> None:
+        if not noise_sigma >= 0:
+            raise ValueError(f"{type(self).__name__} needs noise_sigma >= 0, got {noise_sigma}")
+        super().__init__(num_envs, device, **settings)
+        self.noise_sigma = noise_sigma
+
+    def add_noise(self, clean: torch.Tensor, low, high) -> torch.Tensor:
+        """`clean` plus noise, clipped to [low, high] (numbers, or tensors broadcasting against it)."""
+        return (clean + self.noise_sigma * torch.randn_like(clean)).clamp(low, high)
 
 
 class CardGame(AutoResetEnv):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from recurrent_ppo.envs.popgym.core import AutoResetEnv, random_keys, take
+from recurrent_ppo.envs.popgym.core import AutoResetEnv, BlankStart, random_keys, take
 from recurrent_ppo.spaces import Discrete, MultiDiscrete
 
 DIFFICULTIES = {"Easy": {"dims": (4, 4), "num_mines": 2}, "Medium": {"dims": (6, 6), "num_mines": 6},
@@ -24,7 +24,7 @@ def block_counts(mines: torch.Tensor) -> torch.Tensor:
     return sum(padded[:, i:i + height, j:j + width] for i in range(3) for j in range(3))
 
 
-class MineSweeper(AutoResetEnv):
+class MineSweeper(BlankStart, AutoResetEnv):
     """`num_envs` copies; observation the clicked square's count (Discrete(min(num_mines + 1, 10)), 0 at the
     start), action a square `[row, column]` (MultiDiscrete(dims)). State: `mines`, `cleared [N, H * W]` bool,
     `counts [N, H * W]`, `elapsed [N]`."""
@@ -52,9 +52,6 @@ class MineSweeper(AutoResetEnv):
         counts = block_counts(mines.view(self.num_envs, height, width)).view(self.num_envs, -1)
         return {"mines": mines, "cleared": torch.zeros_like(mines), "counts": counts,
                 "elapsed": torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)}
-
-    def _observe(self, state) -> torch.Tensor:
-        return torch.zeros_like(state["elapsed"])
 
     def _advance(self, state, actions):
         square = actions[:, 0] * self.dims[1] + actions[:, 1]  # [N]

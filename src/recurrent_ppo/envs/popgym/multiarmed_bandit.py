@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from recurrent_ppo.envs.popgym.core import AutoResetEnv, take
+from recurrent_ppo.envs.popgym.core import AutoResetEnv, BlankStart, take
 from recurrent_ppo.spaces import Discrete
 
 DIFFICULTIES = {"Easy": {"num_bandits": 10, "episode_length": 200},
@@ -19,7 +19,7 @@ DIFFICULTIES = {"Easy": {"num_bandits": 10, "episode_length": 200},
                 "Hard": {"num_bandits": 30, "episode_length": 600}}
 
 
-class MultiarmedBandit(AutoResetEnv):
+class MultiarmedBandit(BlankStart, AutoResetEnv):
     """`num_envs` copies; observation whether the last pull paid (Discrete(2), 0 at the start), action an arm
     (Discrete(num_bandits)). State: `bandits [N, B]` float32 payout chances, `elapsed [N]`."""
 
@@ -39,9 +39,6 @@ class MultiarmedBandit(AutoResetEnv):
     def _initial(self) -> dict[str, torch.Tensor]:
         return {"bandits": torch.rand(self.num_envs, self.num_bandits, device=self.device),
                 "elapsed": torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)}
-
-    def _observe(self, state) -> torch.Tensor:
-        return torch.zeros_like(state["elapsed"])
 
     def _advance(self, state, actions):
         paid = torch.rand(self.num_envs, device=self.device) < take(state["bandits"], actions)  # [N]

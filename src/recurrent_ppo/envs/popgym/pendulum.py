@@ -12,7 +12,7 @@ import torch
 
 from recurrent_ppo.envs.base import StepResult
 from recurrent_ppo.envs.pendulum import MAX_TORQUE, Pendulum
-from recurrent_ppo.envs.popgym.core import PopGymEnv
+from recurrent_ppo.envs.popgym.core import NoisyObservations, PopGymEnv
 from recurrent_ppo.spaces import Box
 
 REWARD_LOW = -16.2736044
@@ -55,18 +55,11 @@ class PositionOnlyPendulum(PopGymEnv):
         return -MAX_TORQUE * torch.sign(obs[:, 1:2])
 
 
-class NoisyPositionOnlyPendulum(PositionOnlyPendulum):
-    """`num_envs` copies; observation `[cos th, sin th]` plus N(0, noise_sigma^2) noise per entry, clipped to
-    [-1, 1]."""
-
-    def __init__(self, num_envs: int, device: torch.device | str = "cpu", *, noise_sigma: float = 0.1,
-                 max_episode_length: int = 200) -> None:
-        if not noise_sigma >= 0:
-            raise ValueError(f"NoisyPositionOnlyPendulum needs noise_sigma >= 0, got {noise_sigma}")
-        super().__init__(num_envs, device, max_episode_length=max_episode_length)
-        self.noise_sigma = noise_sigma
+class NoisyPositionOnlyPendulum(NoisyObservations, PositionOnlyPendulum):
+    """`num_envs` copies (`noise_sigma`, `max_episode_length`); observation `[cos th, sin th]` plus N(0,
+    noise_sigma^2) noise per entry, clipped to [-1, 1]."""
 
     def observe(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs + self.noise_sigma * torch.randn_like(obs)).clamp(-1.0, 1.0)
+        return self.add_noise(obs, -1.0, 1.0)
 
 NOISES = {"Easy": {"noise_sigma": 0.1}, "Medium": {"noise_sigma": 0.2}, "Hard": {"noise_sigma": 0.3}}
