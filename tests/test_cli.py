@@ -105,7 +105,8 @@ def test_eval_command_scores_a_saved_policy(tmp_path, capsys):
         assert main(["eval", str(path), "--episodes", "6", "--num-envs", "3", "--device", "cpu"]) == 0
         out = capsys.readouterr().out
         assert out.startswith("cartpole: deterministic evaluation over 6 episodes on cpu: mean return "), out
-        returns.append(float(out.split("mean return ")[1]))
+        returns.append(float(out.split("mean return ")[1].split()[0]))
+        assert " +- " in out and "(min " in out and ", max " in out, out
     assert returns[0] == returns[1], "same seed, same episodes"
     assert 1.0 <= returns[0] <= 500.0
 

@@ -30,7 +30,7 @@ Config = Annotated[TrainConfig, tyro.conf.arg(name=""), tyro.conf.OmitArgPrefixe
 
 # What a resumed run may change: how long it runs and how, never what it trains (env, sizes, PPO settings).
 RESUMABLE = ("total_steps", "checkpoint_every", "eval_episodes", "progress", "device", "compile_mode",
-             "compile_backend", "matmul_precision")
+             "compile_backend", "matmul_precision", "log_every", "eval_every", "time_budget", "check_env_outputs")
 
 
 @dataclass
@@ -42,8 +42,8 @@ class Train:
     """Start from a named configuration; flags given beside it override it."""
     resume: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR")] = None
     """Continue the run in this folder from its checkpoint, with its configuration; only --total-steps,
-    --checkpoint-every, --eval-episodes, --progress, --device, --compile-mode, --compile-backend and
-    --matmul-precision may change."""
+    --checkpoint-every, --eval-episodes, --progress, --device, --compile-mode, --compile-backend,
+    --matmul-precision, --log-every, --eval-every, --time-budget and --check-env-outputs may change."""
     config_file: Annotated[str | None, tyro.conf.arg(name="config", metavar="FILE")] = None
     """Start from the configuration in FILE (a run's config.json); flags given beside it override it."""
     debug: bool = False
@@ -204,7 +204,8 @@ def resumed_config(saved: dict, given: TrainConfig, resume: str) -> TrainConfig:
 
 def train_command(args: Train, saved: dict | None) -> int:
     from recurrent_ppo import distributed
-    from recurrent_ppo.trainer import Trainer
+    from recurrent_ppo.finite import NonFiniteError
+    from recurrent_ppo.trainer import Trainer, TrainingStopped
 
     cfg = args.config if saved is None else resumed_config(saved["config"], args.config, args.resume)
     cfg.validate()
@@ -216,18 +217,33 @@ def train_command(args: Train, saved: dict | None) -> int:
             except ValueError as err:
                 raise UsageError(f"cannot resume {args.resume}: {err}") from err
         if not trainer.group.is_main:  # data-parallel: rank 0 reports for all processes
-            trainer.train()
+            trainer.train(handle_signals=True)
             return 0
         processes = f" in each of {trainer.group.world_size} processes" if trainer.group.parallel else ""
-        start = f", resuming after iteration {trainer.start_iteration}" if trainer.resumed else ""
+        start = (f", resuming after iteration {trainer.start_iteration} {trainer.resume_note()}"
+                 if trainer.resumed else "")
         print(f"training {cfg.env} on {trainer.device}: {trainer.num_iterations} iterations of "
-              f"{cfg.num_envs} envs x {cfg.num_steps} steps{processes}{start} -> {trainer.run_dir}")
-        summary = trainer.train()
+              f"{cfg.num_envs} envs x {cfg.num_steps} steps{processes}{start} -> {trainer.run_dir}", flush=True)
+        summary = trainer.train(handle_signals=True)
+    except TrainingStopped as stop:
+        if stop.checkpoint is not None:
+            print(f"recurrent-ppo train: {stop}; resume with: recurrent-ppo train --resume {trainer.run_dir}",
+                  file=sys.stderr)
+        else:
+            print(f"recurrent-ppo train: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except NonFiniteError as err:
+        kept = trainer.run_dir / "checkpoint.pt"
+        last = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written"
+        print(f"recurrent-ppo train: {err}; {last}", file=sys.stderr)
+        return 1
     finally:
         distributed.leave()
     print(f"trained {summary['global_step']:,} steps in {summary['train_time_s']:.1f} s "
           f"({summary['sps']:,.0f} steps/s); mean return of the last 100 training episodes "
           f"{summary['episode_return_mean']:.1f}")
+    if "stopped" in summary:
+        print(f"stopped early: {summary['stopped']} of {cfg.time_budget:g} s reached")
     if "eval_return_mean" in summary:
         print(f"deterministic evaluation over {cfg.eval_episodes} episodes: "
               f"mean return {summary['eval_return_mean']:.1f}")
@@ -251,9 +267,10 @@ def eval_command(args: Eval) -> int:
     torch.manual_seed(cfg.seed)
     policy = load_policy(args.path, device)
     evaluator = Evaluator(policy, make_env(cfg.env, cfg.num_envs, device), compile_mode=args.compile_mode)
-    mean_return = evaluator.evaluate(args.episodes)
+    returns = evaluator.episode_returns(args.episodes).double()
+    spread = f" +- {returns.std():.2f}" if args.episodes > 1 else ""
     print(f"{cfg.env}: deterministic evaluation over {args.episodes} episodes on {device}: "
-          f"mean return {mean_return:.1f}")
+          f"mean return {returns.mean():.1f}{spread} (min {returns.min():.1f}, max {returns.max():.1f})")
     return 0
 
 

@@ -62,18 +62,15 @@ def uses_cuda_graphs(mode: str, device: torch.device) -> bool:
 
 
 def mark_static_state(*owners: object) -> None:
-    """Mark the tensor attributes of `owners` (env, episode tracker, a carry's owner) as static addresses, so
-    CUDA graphs read them in place, and may update them in place: cudagraph trees copy every other input into
-    the graph before each replay, and skip graphs that mutate inputs unless those inputs are static."""
+    """Mark every tensor `owners` hold (env, episode tracker, a carry's owner; `snapshot.tensor_attributes`:
+    attributes, tuples, dicts, nested plain objects) as a static address, so CUDA graphs read them in place,
+    and may update them in place: cudagraph trees copy every other input into the graph before each replay,
+    and skip graphs that mutate inputs unless those inputs are static."""
+    from recurrent_ppo.snapshot import tensor_attributes
+
     for owner in owners:
-        for value in vars(owner).values():
-            if isinstance(value, torch.Tensor):
-                torch._dynamo.mark_static_address(value)
-            elif isinstance(value, (tuple, dict)):  # e.g. the recurrent state (h, c), an observation dict
-                items = value.values() if isinstance(value, dict) else value
-                if all(isinstance(item, torch.Tensor) for item in items):
-                    for item in items:
-                        torch._dynamo.mark_static_address(item)
+        for tensor in tensor_attributes(owner).values():
+            torch._dynamo.mark_static_address(tensor)
 
 
 def cuda_graph_step_begin(mode: str, device: torch.device) -> None:

@@ -81,7 +81,19 @@ class TrainConfig:
     eval_episodes: int = 100
     """Episodes of the final deterministic evaluation (0 skips it)."""
     progress: bool = True
-    """Show a progress bar."""
+    """Show progress: a bar on a terminal, a line every --log-every iterations otherwise (a log file)."""
+    log_every: int = 10
+    """Iterations between progress lines when the output is not a terminal."""
+    eval_every: int = 0
+    """Iterations between deterministic evaluations logged to metrics.jsonl (eval_return_mean); 0: none."""
+    time_budget: float = 0.0
+    """Stop cleanly, with a checkpoint, once training has run this many seconds; 0: no budget."""
+    target_kl: float | None = None
+    """Stop an iteration's updates once a minibatch's approx KL exceeds this (decided on the device); None: off."""
+    check_env_outputs: bool = True
+    """Stop the run when the env returns a NaN or Inf reward or observation (checked on the device)."""
+    overwrite: bool = False
+    """Replace the run already in --run-dir instead of refusing to start."""
 
     @property
     def batch_size(self) -> int:
@@ -124,7 +136,7 @@ class TrainConfig:
         if not is_env_name(self.env):
             raise ValueError(f"env={self.env!r} is unknown; choose {ENV_CHOICES}")
         positive = ("num_envs", "num_steps", "total_steps", "hidden_dim", "num_layers", "seq_len",
-                    "num_minibatches", "update_epochs")
+                    "num_minibatches", "update_epochs", "log_every")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -145,7 +157,9 @@ class TrainConfig:
         for name in ("learning_rate", "clip_coef", "max_grad_norm", "reward_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
-        for name in ("ent_coef", "vf_coef", "eval_episodes", "checkpoint_every"):
+        if self.target_kl is not None and self.target_kl <= 0:
+            raise ValueError(f"target_kl={self.target_kl} must be > 0 (or None: no early stop)")
+        for name in ("ent_coef", "vf_coef", "eval_episodes", "checkpoint_every", "eval_every", "time_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.core not in CORES:

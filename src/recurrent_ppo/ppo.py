@@ -52,7 +52,9 @@ def ppo_loss(
     return LossTerms(loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction)
 
 
-UPDATE_METRICS = (*LossTerms._fields, "grad_norm")
+UPDATE_METRICS = (*LossTerms._fields, "grad_norm", "kl_stopped")
+"""What `PPOUpdater.update` returns the mean of; kl_stopped is the share of minibatches that did not change the
+weights because the approx KL had passed target_kl."""
 
 
 class PPOUpdater:
@@ -60,13 +62,14 @@ class PPOUpdater:
 
     Per minibatch: the compiled forward (BPTT over the sequences + PPO loss, `fullgraph=True`), its compiled
     backward (AOTAutograd), then gradient clipping and the optimizer step. The optimizer stays outside the
-    compiled graph: `Optimizer.step` graph-breaks by design, and on a 2-core CPU compiling it changed an
-    update step by under 2% (5.8 vs 5.9 ms, 2026-11-26). Loss terms are summed on the device and read once.
+    compiled graph: `Optimizer.step` graph-breaks by design, and compiling it gained little on CPU
+    (docs/measurements.md). Loss terms are summed on the device and read once.
     """
 
     def __init__(self, policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, *, clip_coef: float,
                  vf_coef: float, ent_coef: float, max_grad_norm: float, clip_vloss: bool = True,
-                 norm_adv: bool = True, compile_mode: str = "off", compile_backend: str = "inductor",
+                 norm_adv: bool = True, target_kl: float | None = None, compile_mode: str = "off",
+                 compile_backend: str = "inductor",
                  grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None) -> None:
         self.policy, self.optimizer = policy, optimizer
         self.grad_sync = grad_sync  # data-parallel: averages the gradients over processes before clipping
@@ -75,6 +78,16 @@ class PPOUpdater:
         self.max_grad_norm = max_grad_norm
         self.params = [p for p in policy.parameters() if p.requires_grad]
         self.loss = compile_fn(self._loss, compile_mode, compile_backend)
+        # target_kl: once a minibatch's approx KL passes it, the rest of the update runs with learning rate 0.
+        # Decided on the device, so no minibatch waits for the host; those minibatches are still computed, and
+        # Adam's moment estimates still see their gradients.
+        self.target_kl = target_kl
+        self.kl_stopped = torch.zeros((1,), dtype=torch.bool, device=self.params[0].device)
+        if target_kl is not None:
+            self.lr = optimizer.param_groups[0]["lr"]
+            if not isinstance(self.lr, torch.Tensor) or len(optimizer.param_groups) != 1:
+                raise ValueError("target_kl needs one optimizer param group whose lr is a tensor (updated in place)")
+            self.base_lr = self.lr.detach().clone()
 
     def _loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
@@ -82,21 +95,30 @@ class PPOUpdater:
         return terms.loss, torch.stack([t.detach() for t in terms])
 
     def step(self, batch: SequenceBatch) -> torch.Tensor:
-        """One optimisation step on `batch`; returns the loss terms and pre-clip gradient norm `[7]`."""
+        """One optimisation step on `batch`; returns its UPDATE_METRICS `[8]` (loss terms, pre-clip gradient norm,
+        whether target_kl had stopped the update)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss, terms = self.loss(batch)
         loss.backward()
         if self.grad_sync is not None:
             self.grad_sync(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        if self.target_kl is not None:
+            self.kl_stopped |= terms[LossTerms._fields.index("approx_kl")] > self.target_kl
+            self.lr.copy_(self.base_lr * (~self.kl_stopped).reshape(()))
         self.optimizer.step()
-        return torch.cat([terms, grad_norm[None]])
+        return torch.cat([terms, grad_norm[None], self.kl_stopped.to(terms.dtype)])
 
     def update(self, buffer: RolloutBuffer, *, seq_len: int, num_minibatches: int, epochs: int) -> dict[str, float]:
         """`epochs` passes over the buffer in shuffled sequence minibatches; returns the mean of each metric."""
         totals = torch.zeros(len(UPDATE_METRICS), device=buffer.device)
+        if self.target_kl is not None:
+            self.kl_stopped.zero_()
+            self.base_lr.copy_(self.lr)
         for _ in range(epochs):
             for batch in buffer.get_batched_sequences(seq_len, num_minibatches):
                 totals += self.step(batch)
+        if self.target_kl is not None:
+            self.lr.copy_(self.base_lr)
         means = (totals / (epochs * num_minibatches)).tolist()  # the update's one host read
         return dict(zip(UPDATE_METRICS, means))

@@ -9,6 +9,7 @@ from recurrent_ppo.buffer import RolloutBuffer
 from recurrent_ppo.compile import compile_fn, compile_step, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs
 from recurrent_ppo.envs import StepResult, VectorEnv
 from recurrent_ppo.episodes import EpisodeTracker
+from recurrent_ppo.finite import EnvOutputWatch
 from recurrent_ppo.models.cores import RecurrentState, reset_state
 from recurrent_ppo.models.policy import ActionOutput, RecurrentPolicy
 from recurrent_ppo.spaces import Obs
@@ -43,7 +44,8 @@ class RolloutCollector:
     """
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
-                 *, reward_scale: float = 1.0, compile_mode: str = "off", compile_backend: str = "inductor") -> None:
+                 *, reward_scale: float = 1.0, check_env_outputs: bool = True, compile_mode: str = "off",
+                 compile_backend: str = "inductor") -> None:
         self.policy, self.env, self.buffer, self.episodes = policy, env, buffer, episodes
         self.reward_scale = reward_scale
         self.compile_mode = compile_mode
@@ -67,6 +69,12 @@ class RolloutCollector:
         self.bootstrap_rows = rows if rows is not None and 2 * rows < buffer.num_envs * buffer.num_steps else None
         self.truncation_overflow = torch.zeros((), dtype=torch.bool, device=self.device)
         self.no_legal_action = torch.zeros((), dtype=torch.bool, device=self.device)  # set by a mask of no action
+        # The env outputs that can go NaN or Inf: the reward and every floating-point observation leaf.
+        self.float_leaves = [index for index, leaf in enumerate(spaces.leaves(env.observation_space).values())
+                             if spaces.storage(leaf)[1].is_floating_point]
+        paths = list(spaces.leaves(env.observation_space))
+        fields = ("reward", *(f"observation {paths[i]}".rstrip() for i in self.float_leaves))
+        self.watch = EnvOutputWatch(fields, self.device) if check_env_outputs else None
         if uses_cuda_graphs(compile_mode, self.device):
             mark_static_state(env, episodes, buffer, self)
         self.step = compile_step(self, "_step", ("_act", "_record"), env.steps_on_host, compile_mode, compile_backend)
@@ -95,6 +103,10 @@ class RolloutCollector:
         else:  # after the rollout, from what the buffer keeps
             truncated_values, final_obs = None, result.final_obs
         done = result.terminated | result.truncated
+        if self.watch is not None:  # the observation after the step and the reset one: a sum is finite iff both are
+            after, fresh = spaces.obs_tensors(result.final_obs), spaces.obs_tensors(result.obs)
+            self.watch.record(self.buffer.step_index,
+                              (result.reward, *(after[i] + fresh[i] for i in self.float_leaves)))
         self.episodes.update(result.reward, done)
         self.buffer.write(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value,
                           rewards=result.reward * self.reward_scale, terminated=result.terminated,
@@ -107,6 +119,8 @@ class RolloutCollector:
     def collect(self) -> torch.Tensor:
         """Run one rollout into the buffer; returns V(obs after the last step) `[num_envs]` for GAE."""
         self.buffer.reset()
+        if self.watch is not None:
+            self.watch.reset()
         for _ in range(self.buffer.num_steps):
             self.advance()
         if self.bootstrap_rows is not None:
@@ -148,6 +162,22 @@ class RolloutCollector:
 
     check_truncations = check
 
+    def check_env_outputs(self, iteration: int) -> None:
+        """Raise NonFiniteError if the env returned a NaN or Inf during this rollout (one host read)."""
+        if self.watch is not None:
+            self.watch.check(iteration)
+
+    def carry(self) -> dict[str, object]:
+        """What one rollout hands the next: the observation, the recurrent state, the episode starts."""
+        return {"obs": self.obs, "hidden": self.hidden, "episode_starts": self.episode_starts}
+
+    @torch.inference_mode()
+    def restart(self) -> None:
+        """Start fresh episodes: reset the env, zero the recurrent state, mark every env as starting."""
+        carry_over((*spaces.obs_tensors(self.obs), *self.hidden),
+                   (*spaces.obs_tensors(self.env.reset()), *self.policy.initial_hidden(self.env.num_envs)))
+        self.episode_starts.fill_(True)
+
     def advance(self) -> None:
         """One step of all envs, written to the buffer at its next position; call under inference mode."""
         self.buffer.claim_step()
@@ -182,10 +212,14 @@ class Evaluator:
         act = self.policy.get_action(obs, hidden, episode_starts, deterministic=True)
         return act, self.policy.env_action(act.action)
 
-    @torch.inference_mode()
     def evaluate(self, num_episodes: int, max_steps: int = 100_000) -> float:
+        """The mean return of `num_episodes` fresh episodes (`episode_returns`)."""
+        return float(self.episode_returns(num_episodes, max_steps).mean())
+
+    @torch.inference_mode()
+    def episode_returns(self, num_episodes: int, max_steps: int = 100_000) -> torch.Tensor:
         """Run rounds of `env.num_envs` fresh episodes (one each per env) until `num_episodes` have finished;
-        averages the first `num_episodes`. Reads the device every 64 steps only."""
+        the returns of the first `num_episodes`, `[num_episodes]`. Reads the device every 64 steps only."""
         n, device = self.env.num_envs, self.env.device
         obs, hidden, starts = self.obs, self.hidden, self.episode_starts
         returns = []
@@ -208,4 +242,4 @@ class Evaluator:
                 raise RuntimeError(f"evaluation: {int((~finished).sum())} of {n} episodes still running after "
                                    f"{max_steps} steps")
             returns.append(running)
-        return float(torch.cat(returns)[:num_episodes].mean())
+        return torch.cat(returns)[:num_episodes]

@@ -11,19 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.profiler import record_function
 
 from recurrent_ppo import distributed
 from recurrent_ppo.buffer import RolloutBuffer
-from recurrent_ppo.checkpoint import save_checkpoint
+from recurrent_ppo.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from recurrent_ppo.config import TrainConfig
+from recurrent_ppo.console import Console
 from recurrent_ppo.envs import make_env
 from recurrent_ppo.episodes import EpisodeTracker
+from recurrent_ppo.finite import check_update
 from recurrent_ppo.models.policy import RecurrentPolicy
 from recurrent_ppo.ppo import PPOUpdater
 from recurrent_ppo.rollout import Evaluator, RolloutCollector
 from recurrent_ppo.runlog import RunLogger
+from recurrent_ppo.snapshot import load_tensors, rng_state, save_tensors, set_rng_state
+from recurrent_ppo.stopping import StopRequested
 from recurrent_ppo.telemetry import GPUTelemetry, cuda_index
 
 
@@ -34,6 +37,23 @@ def path_safe(name: str) -> str:
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{path_safe(cfg.env)}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_FILE, "summary.json")
+"""What a run writes into its folder (with TensorBoard's events.out.tfevents.* files)."""
+
+
+class RunDirError(ValueError):
+    """The run folder holds a run that this one would overwrite."""
+
+
+class TrainingStopped(Exception):
+    """Training stopped early at a signal (SIGINT, SIGTERM), after checkpointing the last finished iteration."""
+
+    def __init__(self, signal_name: str, exit_code: int, iteration: int, checkpoint: Path | None) -> None:
+        where = f"; checkpoint: {checkpoint}" if checkpoint is not None else ""
+        super().__init__(f"stopped by {signal_name} after iteration {iteration}{where}")
+        self.signal_name, self.exit_code, self.iteration, self.checkpoint = signal_name, exit_code, iteration, checkpoint
 
 
 class Trainer:
@@ -71,24 +91,31 @@ class Trainer:
         self.episodes = EpisodeTracker(cfg.num_envs, self.device)
         compile_args = dict(compile_mode=self.compile_mode, compile_backend=cfg.compile_backend)
         self.collector = RolloutCollector(self.policy, env, self.buffer, self.episodes,
-                                          reward_scale=cfg.reward_scale, **compile_args)
+                                          reward_scale=cfg.reward_scale, check_env_outputs=cfg.check_env_outputs,
+                                          **compile_args)
         # Evaluation envs match the training batch, so compiled steps see the shapes they were traced with.
         self.evaluator = Evaluator(self.policy, make_env(cfg.env, cfg.num_envs, self.device), **compile_args)
         self.updater = PPOUpdater(self.policy, self.optimizer, clip_coef=cfg.clip_coef, vf_coef=cfg.vf_coef,
                                   ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
-                                  clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv,
+                                  clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv, target_kl=cfg.target_kl,
                                   grad_sync=self._average_gradients if self.group.parallel else None,
                                   **compile_args)
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
         self.global_step = 0
         self.start_iteration = 0
         self.resumed = False
+        self.resumed_exactly = False
+        self.elapsed = 0.0  # seconds of training before this process's, for a resumed run
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue the run saved in `state` (`checkpoint.read_checkpoint`): weights, optimizer state, step and
-        iteration counts, so the learning-rate schedule goes on where it stopped. The envs and the episode
-        statistics start afresh, and random numbers are reseeded from the seed, the rank and the iteration: a
-        resumed run is reproducible, though not the stream an uninterrupted run would have drawn."""
+        """Continue the run saved in `state` (`checkpoint.read_checkpoint`).
+
+        A checkpoint holds everything the next iteration reads: weights, optimizer, the torch generators, the
+        device env's state, the rollout's carry (observations, recurrent state, episode starts), the episode
+        statistics, step and iteration counts. From it a single-process run on device envs goes on exactly as
+        the uninterrupted run would (`resumed_exactly`). A host (gymnasium) env cannot be snapshotted, so it is
+        reseeded from the seed and the iteration and starts fresh episodes; data-parallel runs keep rank 0's
+        state only, so every process reseeds the same way."""
         if state["policy_spec"] != self.policy_spec:
             raise ValueError(f"the checkpoint's policy {state['policy_spec']} does not match this run's "
                              f"{self.policy_spec}")
@@ -101,8 +128,30 @@ class Trainer:
         if self.start_iteration >= self.num_iterations:
             raise ValueError(f"the run already trained {self.global_step:,} of total_steps={self.cfg.total_steps:,}; "
                              f"give a larger total_steps to continue it")
-        torch.manual_seed(self.cfg.seed + self.group.rank + 1_000_003 * self.start_iteration)
+        collector = self.collector
+        exact = "rng" in state and not self.group.parallel
+        if exact:
+            load_tensors(self.episodes, state["episodes"], "episode statistics")
+            if not collector.env.steps_on_host:
+                load_tensors(collector.env, state["env"], "env state")
+                load_tensors(collector.carry(), state["carry"], "rollout carry")
+        reseed = self.cfg.seed + self.group.rank + 1_000_003 * self.start_iteration
+        if collector.env.steps_on_host or not exact:
+            torch.manual_seed(reseed)
+            collector.restart()  # fresh episodes from the reseeded generator
+        if exact:
+            set_rng_state(state["rng"], self.device)
+        self.resumed_exactly = exact and not collector.env.steps_on_host
+        self.elapsed = float(state.get("time", 0.0))
         self.resumed = True
+
+    def resume_note(self) -> str:
+        """How the resumed run relates to the uninterrupted one, for the user."""
+        if self.resumed_exactly:
+            return "exactly where it stopped (envs, recurrent state, random streams restored)"
+        if self.collector.env.steps_on_host:
+            return "with fresh episodes: a gymnasium env cannot be snapshotted, so it was reseeded"
+        return "with fresh episodes, reseeded (data-parallel and older checkpoints keep weights and optimizer only)"
 
     def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         distributed.average_gradients(params, self.group)
@@ -129,7 +178,11 @@ class Trainer:
         with record_function("update"):
             losses = self.updater.update(self.buffer, seq_len=cfg.seq_len, num_minibatches=cfg.num_minibatches,
                                          epochs=cfg.update_epochs)
-        self.collector.check()  # the update's read has waited for the device already
+        # Env outputs first (the likeliest cause of a bad update), then the rollout's flags, then the update itself.
+        # The update's read has waited for the device already, so these reads cost no further wait.
+        self.collector.check_env_outputs(iteration)
+        self.collector.check()
+        check_update(losses, iteration)
         if self.group.parallel:  # each process's means, averaged
             names = list(losses)
             means = distributed.all_sum(torch.tensor([losses[n] for n in names], dtype=torch.float64,
@@ -141,62 +194,113 @@ class Trainer:
         """Mean return of `num_episodes` fresh episodes under the deterministic policy."""
         return self.evaluator.evaluate(num_episodes)
 
-    def train(self) -> dict[str, Any]:
+    def prepare_run_dir(self) -> None:
+        """Refuse a run folder that holds a run (unless resuming it, or `overwrite`), then write config.json."""
+        cfg = self.cfg
+        existing = [name for name in RUN_FILES if (self.run_dir / name).exists()]
+        existing += sorted(path.name for path in self.run_dir.glob("events.out.tfevents.*"))
+        if existing and not self.resumed:
+            if not cfg.overwrite:
+                raise RunDirError(f"{self.run_dir} holds a run ({', '.join(existing)}): continue it with --resume "
+                                  f"{self.run_dir}, replace it with --overwrite, or choose another --run-dir")
+            for name in (CHECKPOINT_FILE, "summary.json"):  # RunLogger starts metrics and events afresh
+                (self.run_dir / name).unlink(missing_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device),
+                  "resolved_compile_mode": self.compile_mode, "world_size": self.group.world_size}
+        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+    def _should_stop(self, stop: StopRequested | None, elapsed: float) -> str | None:
+        """Why training stops after this iteration (a signal's name, "time budget"), agreed by all processes."""
+        budget = self.cfg.time_budget
+        reasons = [stop is not None and stop.requested, bool(budget) and elapsed >= budget]
+        if self.group.parallel:  # every process must stop after the same iteration, or collectives hang
+            flags = distributed.all_sum(torch.tensor(reasons, dtype=torch.float64, device=self.device), self.group)
+            reasons = [bool(flag) for flag in flags.tolist()]
+        if reasons[0]:
+            return stop.signal.name if stop is not None and stop.signal is not None else "a signal"
+        return "time budget" if reasons[1] else None
+
+    def train(self, *, handle_signals: bool = False) -> dict[str, Any]:
         """Train for `total_steps`, log every iteration (metrics.jsonl, TensorBoard), checkpoint, then evaluate.
-        Data-parallel, every process trains and rank 0 alone writes the run folder and evaluates."""
+        Data-parallel, every process trains and rank 0 alone writes the run folder and evaluates.
+
+        With `handle_signals`, SIGINT and SIGTERM finish the current iteration, checkpoint it and raise
+        TrainingStopped (a second signal aborts at once). `time_budget` stops the same way, without raising:
+        the summary then says `stopped: "time budget"`."""
         cfg, main = self.cfg, self.group.is_main
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device),
-                      "resolved_compile_mode": self.compile_mode, "world_size": self.group.world_size}
-            (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                            disable=not (cfg.progress and main))
+            self.prepare_run_dir()
         combine = (lambda stats: distributed.all_sum(stats, self.group)) if self.group.parallel else None
         start, first_step = time.perf_counter(), self.global_step
         record: dict[str, Any] = {}
+        stopped, checkpoint = None, None
         with contextlib.ExitStack() as stack:
             resume_after = (self.start_iteration, self.global_step) if self.resumed else None
             run_log = stack.enter_context(RunLogger(self.run_dir, resume_after=resume_after)) if main else None
+            offset = self.elapsed if self.resumed else 0.0
             # Telemetry samples on its own thread; the loop only copies its latest reading into each record.
             telemetry = stack.enter_context(GPUTelemetry(cuda_index(self.device))) if main else None
-            stack.enter_context(progress)
-            task = progress.add_task("steps", total=self.num_iterations * self.steps_per_iteration, status="")
-            progress.update(task, completed=self.global_step)
+            console = stack.enter_context(Console(self.num_iterations, self.steps_per_iteration,
+                                                  enabled=cfg.progress and main, every=cfg.log_every))
+            console.start_at(self.global_step)
+            stop = stack.enter_context(StopRequested()) if handle_signals else None
             for iteration in range(self.start_iteration, self.num_iterations):
                 iter_start = time.perf_counter()
+                compiling = iteration == self.start_iteration and self.compile_mode != "off"
+                if compiling:
+                    console.say(f"compiling the rollout step and the update ({self.compile_mode}, "
+                                f"{cfg.compile_backend}) in the first iteration...")
                 metrics = self.train_iteration(iteration)
+                if compiling:
+                    console.say(f"first iteration, compilation included: {time.perf_counter() - iter_start:.1f} s")
+                done = iteration + 1
+                if cfg.eval_every and main and done % cfg.eval_every == 0:
+                    metrics["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
                 episodes = self.episodes.summary(combine)
                 now = time.perf_counter()
                 record = {"iteration": iteration, "global_step": self.global_step, **episodes,
                           "sps": self.steps_per_iteration / (now - iter_start),
-                          "sps_overall": (self.global_step - first_step) / (now - start), "time": now - start,
-                          **metrics, **(telemetry.latest() if telemetry else {})}
+                          "sps_overall": (self.global_step - first_step) / (now - start),
+                          "time": offset + now - start, **metrics, **(telemetry.latest() if telemetry else {})}
                 if run_log:
                     run_log.write(record)
-                    done = iteration + 1
-                    if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < self.num_iterations:
-                        self.save(done)
-                progress.update(task, completed=self.global_step,
-                                status=f"SPS {record['sps_overall']:,.0f}  "
-                                       f"return {episodes['episode_return_mean']:.1f}")
+                console.update(iteration, record)
+                stopped = self._should_stop(stop, now - start)
+                periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
+                if main and (periodic or stopped) and done < self.num_iterations:
+                    checkpoint = self.save(done, record["time"])
+                if stopped and done < self.num_iterations:
+                    console.say(f"stopping after iteration {done} of {self.num_iterations}: {stopped}")
+                    break
+                stopped = None
         distributed.check_in_sync(self.policy, self.group)
         summary = {"global_step": self.global_step, "train_time_s": time.perf_counter() - start,
                    "episode_return_mean": record.get("episode_return_mean", float("nan")),
                    "sps": record.get("sps_overall", float("nan")), "compile_mode": self.compile_mode,
                    "world_size": self.group.world_size}
+        if stopped is not None and stopped != "time budget":
+            raise TrainingStopped(stopped, stop.exit_code if stop is not None else 1, record["iteration"] + 1,
+                                  checkpoint)
         if not main:
             return summary
-        summary["checkpoint"] = str(self.save(self.num_iterations))
-        if cfg.eval_episodes:
-            summary["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
+        if stopped is not None:
+            summary.update(stopped=stopped, checkpoint=str(checkpoint))
+        else:
+            summary["checkpoint"] = str(self.save(self.num_iterations, record.get("time", offset)))
+            if cfg.eval_episodes:
+                summary["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
-    def save(self, iteration: int) -> Path:
-        """Checkpoint the run after `iteration` iterations, atomically, to RUN_DIR/checkpoint.pt."""
+    def save(self, iteration: int, elapsed: float = 0.0) -> Path:
+        """Checkpoint the run after `iteration` iterations (`elapsed` seconds of training), atomically, to
+        RUN_DIR/checkpoint.pt: everything the next iteration reads (see `restore`)."""
+        collector = self.collector
         state = {"policy": self.policy.state_dict(), "policy_spec": self.policy_spec,
                  "optimizer": self.optimizer.state_dict(), "config": dataclasses.asdict(self.cfg),
-                 "global_step": self.global_step, "iteration": iteration}
-        return save_checkpoint(self.run_dir / "checkpoint.pt", state)
+                 "global_step": self.global_step, "iteration": iteration, "time": elapsed,
+                 "rng": rng_state(self.device), "episodes": save_tensors(self.episodes)}
+        if not collector.env.steps_on_host:
+            state.update(env=save_tensors(collector.env), carry=save_tensors(collector.carry()))
+        return save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
