@@ -22,8 +22,9 @@ def carry_over(carry: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -
 
 def check_env_matches(policy: RecurrentPolicy, env: VectorEnv) -> None:
     """Raise ValueError unless `env`'s spaces are the ones `policy` was built for."""
-    for kind in ("observation_space", "action_space"):
-        ours, theirs = getattr(policy, "obs_space" if kind == "observation_space" else kind), getattr(env, kind)
+    pairs = (("observation_space", policy.obs_space, env.observation_space),
+             ("action_space", policy.action_space, env.action_space))
+    for kind, ours, theirs in pairs:
         if ours != theirs:
             raise ValueError(f"the policy was built for the {kind} {ours}, but the env has {theirs}")
 
