@@ -63,8 +63,11 @@ class TrainConfig:
     """Entropy bonus coefficient."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
-    reward_scale: float = 0.1
-    """Rewards are multiplied by this before GAE (logged returns stay unscaled); keeps value targets near 1."""
+    normalize_rewards: bool = True
+    """Divide rewards by the running std of the discounted return (per env, on the device, as gymnasium's
+    NormalizeReward), so value targets stay near unit scale whatever the env's reward scale."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this before GAE, after normalization (logged returns stay unscaled)."""
     max_grad_norm: float = 0.5
     """Global gradient-norm clip."""
     norm_adv: bool = True

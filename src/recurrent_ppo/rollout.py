@@ -10,6 +10,7 @@ from recurrent_ppo.compile import compile_fn, compile_step, cuda_graph_step_begi
 from recurrent_ppo.envs import StepResult, VectorEnv
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.finite import EnvOutputWatch
+from recurrent_ppo.normalize import RewardNormalizer
 from recurrent_ppo.models.cores import RecurrentState, reset_state
 from recurrent_ppo.models.policy import ActionOutput, RecurrentPolicy
 from recurrent_ppo.spaces import Obs
@@ -45,10 +46,14 @@ class RolloutCollector:
     """
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
-                 *, reward_scale: float = 1.0, check_env_outputs: bool = True, compile_mode: str = "off",
+                 *, reward_scale: float = 1.0, normalize_rewards: float | None = None, check_env_outputs: bool = True,
+                 compile_mode: str = "off",
                  compile_backend: str = "inductor") -> None:
         self.policy, self.env, self.buffer, self.episodes = policy, env, buffer, episodes
         self.reward_scale = reward_scale
+        # normalize_rewards: the discount whose return's std scales the rewards (RewardNormalizer), or None.
+        self.reward_norm = (None if normalize_rewards is None
+                            else RewardNormalizer(env.num_envs, normalize_rewards, env.device))
         self.compile_mode = compile_mode
         self.device = env.device
         check_env_matches(policy, env)
@@ -109,8 +114,10 @@ class RolloutCollector:
             self.watch.record(self.buffer.step_index,
                               (result.reward, *(after[i] + fresh[i] for i in self.float_leaves)))
         self.episodes.update(result.reward, done)
+        rewards = result.reward if self.reward_norm is None else self.reward_norm(result.reward, result.terminated,
+                                                                                  result.truncated)
         self.buffer.write(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value,
-                          rewards=result.reward * self.reward_scale, terminated=result.terminated,
+                          rewards=rewards * self.reward_scale, terminated=result.terminated,
                           truncated=result.truncated, truncated_values=truncated_values,
                           episode_starts=episode_starts, hidden=hidden_in, final_obs=final_obs)
         carry_over((*spaces.obs_tensors(obs), *hidden, episode_starts),

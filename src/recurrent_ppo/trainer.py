@@ -92,6 +92,7 @@ class Trainer:
         compile_args = dict(compile_mode=self.compile_mode, compile_backend=cfg.compile_backend)
         self.collector = RolloutCollector(self.policy, env, self.buffer, self.episodes,
                                           reward_scale=cfg.reward_scale, check_env_outputs=cfg.check_env_outputs,
+                                          normalize_rewards=cfg.gamma if cfg.normalize_rewards else None,
                                           **compile_args)
         # Evaluation envs match the training batch, so compiled steps see the shapes they were traced with.
         self.evaluator = Evaluator(self.policy, make_env(cfg.env, cfg.num_envs, self.device), **compile_args)
@@ -112,7 +113,7 @@ class Trainer:
 
         A checkpoint holds everything the next iteration reads: weights, optimizer, the torch generators, the
         device env's state, the rollout's carry (observations, recurrent state, episode starts), the episode
-        statistics, step and iteration counts. From it a single-process run on device envs goes on exactly as
+        statistics, the reward normalizer's statistics, step and iteration counts. From it a single-process run on device envs goes on exactly as
         the uninterrupted run would (`resumed_exactly`). A host (gymnasium) env cannot be snapshotted, so it is
         reseeded from the seed and the iteration and starts fresh episodes; data-parallel runs keep rank 0's
         state only, so every process reseeds the same way."""
@@ -130,6 +131,8 @@ class Trainer:
                              f"give a larger total_steps to continue it")
         collector = self.collector
         exact = "rng" in state and not self.group.parallel
+        if collector.reward_norm is not None and "reward_norm" in state:
+            load_tensors(collector.reward_norm, state["reward_norm"], "reward normalizer")
         if exact:
             load_tensors(self.episodes, state["episodes"], "episode statistics")
             if not collector.env.steps_on_host:
@@ -301,6 +304,8 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(), "config": dataclasses.asdict(self.cfg),
                  "global_step": self.global_step, "iteration": iteration, "time": elapsed,
                  "rng": rng_state(self.device), "episodes": save_tensors(self.episodes)}
+        if collector.reward_norm is not None:
+            state["reward_norm"] = save_tensors(collector.reward_norm)
         if not collector.env.steps_on_host:
             state.update(env=save_tensors(collector.env), carry=save_tensors(collector.carry()))
         return save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)

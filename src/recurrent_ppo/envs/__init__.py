@@ -11,16 +11,18 @@ from recurrent_ppo.envs.cartpole import CartPole
 from recurrent_ppo.envs.gym_adapter import PREFIX as GYM_PREFIX
 from recurrent_ppo.envs.gym_adapter import GymVectorEnv
 from recurrent_ppo.envs.memory import CueMemory
+from recurrent_ppo.envs.popgym import POPGYM_ENVS
 
 ENVS: dict[str, Callable[[int, torch.device], VectorEnv]] = {
     "cartpole": lambda num_envs, device: CartPole(num_envs, device),
     "stateless-cartpole": lambda num_envs, device: CartPole(num_envs, device, stateless=True),
     "memory": lambda num_envs, device: CueMemory(num_envs, device),
 }
-ENVS.update(__import__("recurrent_ppo.envs.popgym", fromlist=["POPGYM_ENVS"]).POPGYM_ENVS)  # popgym/<Task><Level>
+ENVS.update(POPGYM_ENVS)  # popgym/<Task><Level>
 
 
-ENV_CHOICES = f"one of {sorted(ENVS)}, or gym:<id> for a gymnasium env (e.g. gym:CartPole-v1)"
+ENV_CHOICES = (f"one of {sorted(name for name in ENVS if name not in POPGYM_ENVS)}, popgym/<Task><Easy|Medium|Hard> "
+               f"(e.g. popgym/RepeatPreviousEasy), or gym:<id> for a gymnasium env (e.g. gym:CartPole-v1)")
 
 
 def is_env_name(name: str) -> bool:
