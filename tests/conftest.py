@@ -13,6 +13,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers (pytest -n) share the cores: one thread each, for the subprocesses the tests start too.
+    # Oversubscribed OpenMP threads spin against each other and slow small CPU ops tenfold.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 import triton  # noqa: E402 - only now: triton reads TRITON_INTERPRET when it is imported
 

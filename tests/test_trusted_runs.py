@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -129,24 +128,28 @@ def test_a_device_env_going_non_finite_stops_the_run_and_keeps_the_last_good_che
     assert all(torch.isfinite(t).all() for t in saved["policy"].values())
 
 
-class NanRewardEnv(gym.Env):
+def nan_reward_env(gym):
     """A gymnasium env whose 7th step returns a NaN reward."""
 
-    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
-    action_space = gym.spaces.Discrete(2)
+    class NanRewardEnv(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        action_space = gym.spaces.Discrete(2)
 
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.steps = 0
-        return np.zeros(2, np.float32), {}
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.steps = 0
+            return np.zeros(2, np.float32), {}
 
-    def step(self, action):
-        self.steps += 1
-        return np.zeros(2, np.float32), float("nan") if self.steps == 7 else 1.0, self.steps >= 20, False, {}
+        def step(self, action):
+            self.steps += 1
+            return np.zeros(2, np.float32), float("nan") if self.steps == 7 else 1.0, self.steps >= 20, False, {}
+
+    return NanRewardEnv
 
 
 def test_a_gymnasium_env_going_non_finite_stops_the_run(tmp_path, capsys):
-    gym.register("NanReward-v0", entry_point=NanRewardEnv)
+    gym = pytest.importorskip("gymnasium")
+    gym.register("NanReward-v0", entry_point=nan_reward_env(gym))
     assert main(["train", *TINY[2:], "--env", "gym:NanReward-v0", "--compile-mode", "off", "--total-steps", "128",
                  "--no-progress", "--run-dir", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
