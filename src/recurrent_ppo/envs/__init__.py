@@ -10,13 +10,17 @@ from recurrent_ppo.envs.base import StepResult, VectorEnv
 from recurrent_ppo.envs.cartpole import CartPole
 from recurrent_ppo.envs.gym_adapter import PREFIX as GYM_PREFIX
 from recurrent_ppo.envs.gym_adapter import GymVectorEnv
+from recurrent_ppo.envs.masked_choice import MaskedChoice
 from recurrent_ppo.envs.memory import CueMemory
+from recurrent_ppo.envs.pendulum import Pendulum
 from recurrent_ppo.envs.popgym import POPGYM_ENVS
 
 ENVS: dict[str, Callable[[int, torch.device], VectorEnv]] = {
     "cartpole": lambda num_envs, device: CartPole(num_envs, device),
     "stateless-cartpole": lambda num_envs, device: CartPole(num_envs, device, stateless=True),
     "memory": lambda num_envs, device: CueMemory(num_envs, device),
+    "stateless-pendulum": lambda num_envs, device: Pendulum(num_envs, device, stateless=True),
+    "masked-choice": lambda num_envs, device: MaskedChoice(num_envs, device),
 }
 ENVS.update(POPGYM_ENVS)  # popgym/<Task><Level>
 

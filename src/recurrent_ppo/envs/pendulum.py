@@ -49,7 +49,6 @@ class Pendulum:
         self.stateless = stateless
         self.max_episode_steps = max_episode_steps
         self.g = g
-        self.obs_dim = 2 if stateless else 3
         if stateless:
             self.observation_space = Box((2,), -1.0, 1.0)
         else:
