@@ -21,12 +21,14 @@ clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
 
 # Benchmarks (bench/README.md). `make bench` runs bench/ into bench/baselines/<machine>/latest.json; RECORD=1 also
-# stores that run as the machine's baseline.json. `make bench-check` runs again and fails when a median is more
-# than THRESHOLD percent slower than the baseline (no baseline: it says so and fails, unless RECORD=1).
+# stores that run as the machine's baseline.json. `make bench-check` runs again and fails when a median, relative
+# to the calibration workload timed between its rounds, is more than THRESHOLD percent above the baseline's (no
+# baseline: it says so and fails, unless RECORD=1); ABSOLUTE=1 compares the medians themselves.
 # ARGS go to pytest, e.g. ARGS="-k gae" (a subset run: benchmarks it leaves out do not fail the check).
 THRESHOLD ?= 10
 RECORD ?=
 RECORDING = $(filter 1 yes true,$(RECORD))
+ABSOLUTE ?=
 BENCH_BASELINES ?= bench/baselines
 BENCH_DIR = dir=$(BENCH_BASELINES)/$$($(PY) bench/machine.py) || exit 1
 BENCH_RUN = mkdir -p $$dir && $(PY) -m pytest bench -p no:cacheprovider --benchmark-enable \
@@ -43,4 +45,4 @@ bench-check: $(VENV)/.installed
 	if [ ! -f $$dir/baseline.json ] && [ -z "$(RECORDING)" ]; then $(PY) bench/check.py gate $$dir; exit $$?; fi; \
 	$(BENCH_RUN) || exit 1; \
 	$(PY) bench/check.py gate $$dir --threshold $(THRESHOLD) $(if $(RECORDING),--record-if-missing) \
-		$(if $(ARGS),--allow-missing)
+		$(if $(ARGS),--allow-missing) $(if $(filter 1 yes true,$(ABSOLUTE)),--absolute)

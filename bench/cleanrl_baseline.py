@@ -30,7 +30,7 @@ def cleanrl_gae(rewards: torch.Tensor, values: torch.Tensor, terminated: torch.T
                 truncated_values: torch.Tensor, last_values: torch.Tensor, gamma: float, gae_lambda: float
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CleanRL's GAE loop over time on `[num_envs, num_steps]` tensors, with our truncation semantics
-    (DESIGN.md): a truncated step bootstraps from `truncated_values`, and the recursion stops at any episode end.
+    (docs/design.md): a truncated step bootstraps from `truncated_values`, and the recursion stops at any episode end.
     Returns `(advantages, returns)`, each `[num_envs, num_steps]`."""
     num_steps = rewards.shape[1]
     advantages = torch.zeros_like(rewards)

@@ -35,6 +35,12 @@ def profile(request) -> benchlib.Profile:
     return _profile(request.config)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _threads(profile):
+    if profile.threads is not None:  # before any benchmark compiles: inductor's CPU kernels take it too
+        torch.set_num_threads(profile.threads)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

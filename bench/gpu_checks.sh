@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 3-5 in one run, for a lent GPU machine (bench/README.md):
+# The GPU checks in one run, for a lent GPU machine (bench/README.md):
 #   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [floor-compiled] [bench]
 #   (no part named: all seven, in that order; gpu-tests: the -m gpu tests alone; sweep: every scan-kernel config
-#   at every GAE size, bench/gae_sweep.py; tiles: the sweep, also rewriting kernels/gae_tiles.py with its fastest
-#   tiles (copied to $OUT); train: `make train`; MODES=off,default: the compile table's modes; SIZES=4096x128,...:
-#   the GAE sizes that sweep, tiles and floor run, all twelve by default; tiles keeps the table's other sizes)
+#   at every GAE size, bench/gae_lab/gae_sweep.py; tiles: the sweep, also rewriting kernels/gae_tiles.py with its
+#   fastest tiles (copied to $OUT); train: `make train`; MODES=off,default: the compile table's modes;
+#   SIZES=4096x128,...: the GAE sizes that sweep, tiles and floor run, all twelve by default; tiles keeps the
+#   table's other sizes)
 # Parts run in the order given, each under a timeout: its own cap, or the budget's remaining seconds if fewer
 # (a part left less than its minimum is skipped and says so). Everything printed goes to $OUT/gpu_checks.log;
 # JSON results land beside it: gae_floor.json, compile_table.json, profile_breakdown.json, gae_floor_compiled.json,
@@ -62,17 +63,17 @@ for part in $parts; do
                $py -m pytest -q -p no:cacheprovider tests/test_gae.py" ;;
     gpu-tests) run_part gpu-tests 60 150 bash -c "$py -m pytest -q -p no:cacheprovider -m gpu tests;
                $py -m pytest -q -p no:cacheprovider tests/test_gae.py -k 'float_masks or eager_triton or advantages_only'" ;;
-    floor)   run_part floor 30 120 $py bench/gae_floor.py ${SIZES:+--sizes $SIZES} --json "$out/gae_floor.json" ;;
+    floor)   run_part floor 30 120 $py bench/gae_lab/gae_floor.py ${SIZES:+--sizes $SIZES} --json "$out/gae_floor.json" ;;
     train)   run_part train 60 240 make train ARGS="--no-progress" ;;  # the README's command, defaults, on CUDA
     # sweep and tiles time the kernel as the trainer launches it: advantages alone (returns=False)
-    sweep)   run_part sweep 60 300 $py bench/gae_sweep.py --advantages-only ${SIZES:+--sizes $SIZES} \
+    sweep)   run_part sweep 60 300 $py bench/gae_lab/gae_sweep.py --advantages-only ${SIZES:+--sizes $SIZES} \
                --json "$out/gae_sweep.json" ;;
     tiles)   # the sweep, writing its fastest tile per size as the op's table (after every size): later parts run with it
-             run_part tiles 60 300 $py bench/gae_sweep.py --advantages-only ${SIZES:+--sizes $SIZES} \
+             run_part tiles 60 300 $py bench/gae_lab/gae_sweep.py --advantages-only ${SIZES:+--sizes $SIZES} \
                --json "$out/gae_sweep.json" --write-tiles kernels/gae_tiles.py
              cp kernels/gae_tiles.py "$out/" ;;
     floor-compiled)  # the compiled torch loop, apart: one inductor compile of a 128-step unrolled loop
-             run_part floor-compiled 40 120 $py bench/gae_floor.py --sizes 4096x128 --compile-sizes 4096x128 \
+             run_part floor-compiled 40 120 $py bench/gae_lab/gae_floor.py --sizes 4096x128 --compile-sizes 4096x128 \
                --json "$out/gae_floor_compiled.json" ;;
     compile) rm -rf "$cache_root"
              run_part compile 90 260 $py bench/compile_table.py --cache-root "$cache_root" --num-envs $num_envs --iterations 4 \

@@ -1,5 +1,5 @@
 """GAE over `[num_envs, num_steps]`: CleanRL's Python loop, our pure-torch reference (eager, then compiled), and
-the Triton kernels (`triton`: the default chunked-scan kernel; `triton_loop`: the one-lane-per-env loop kernel;
+the Triton kernels (`triton`: the default chunked-scan kernel; `triton_loop`: the lab's one-lane-per-env loop kernel;
 `triton_graph`: the scan kernel's op replayed from a CUDA graph, as a CUDA-graphed training step runs it;
 `triton_graph_adv`: the same with `returns=False`, advantages alone, as the trainer calls it).
 
@@ -16,6 +16,7 @@ import torch
 
 import benchlib
 from cleanrl_baseline import cleanrl_gae
+from gae_lab.loop_kernel import gae_triton_loop
 from recurrent_ppo.kernels.gae import gae_reference, gae_triton
 
 pytestmark = pytest.mark.benchmark(group="gae")
@@ -34,7 +35,7 @@ def provider_fn(provider: str, inputs: dict[str, torch.Tensor]):
     if provider == "triton":
         return lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA)
     if provider == "triton_loop":
-        return lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA, kernel="loop")
+        return lambda: gae_triton_loop(**inputs, gamma=GAMMA, lam=LAMBDA)
     if provider == "triton_graph":
         return benchlib.cuda_graphed(lambda: gae_triton(**inputs, gamma=GAMMA, lam=LAMBDA))
     if provider == "triton_graph_adv":

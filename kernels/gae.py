@@ -1,6 +1,6 @@
 """Generalized advantage estimation with truncation bootstrap, over env-major `[num_envs, num_steps]` tensors.
 
-Semantics, per env (DESIGN.md):
+Semantics, per env (docs/design.md, "Semantics"):
     next_value_t = truncated_values_t   if truncated_t
                  = values_{t+1}          elif t < T - 1
                  = last_values           otherwise
@@ -8,11 +8,12 @@ Semantics, per env (DESIGN.md):
     A_t     = delta_t + gamma * lam * (1 - (terminated_t or truncated_t)) * A_{t+1},   A_T = 0
     returns = A + values
 
-`gae_reference` is the pure-torch version (the CPU path and the test oracle), `gae_triton` the Triton kernel
-(CUDA tensors, or CPU tensors under TRITON_INTERPRET=1), and `gae` picks one by device. Outputs are float32;
-the recurrence accumulates in float32 whatever the input dtype. Each computes `(advantages, returns)`, or with
-`returns=False` advantages alone (`(advantages, None)`): the kernel then writes 4 bytes per step instead of 8,
-and a loss that reads advantages and values anyway forms returns as their sum for free (the trainer does).
+`gae_reference` is the pure-torch version (the CPU path and the test oracle), `gae_triton` the Triton scan
+kernel (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1), and `gae` picks one by device. Outputs are
+float32; the recurrence accumulates in float32 whatever the input dtype. Each computes `(advantages, returns)`,
+or with `returns=False` advantages alone (`(advantages, None)`): the kernel then writes 4 bytes per step instead
+of 8, and a loss that reads advantages and values anyway forms returns as their sum for free (the trainer does).
+How the kernel works and how its tiles were chosen: docs/gae.md.
 """
 
 from __future__ import annotations
@@ -27,46 +28,12 @@ import triton.language as tl
 
 from recurrent_ppo.kernels.gae_tiles import TILES
 
-__all__ = ["Tile", "gae", "gae_reference", "gae_triton", "launch_scan_kernel", "nearest_tile", "scan_config",
-           "scan_kernel", "scan_tile"]
+__all__ = ["Outputs", "Tile", "gae", "gae_reference", "gae_triton", "launch_scan_kernel", "nearest_tile",
+           "scan_config", "scan_kernel", "scan_tile", "triton_outputs"]
 
 
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@triton.jit
-def _gae_loop_kernel(
-    rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
-    advantages_ptr, returns_ptr,
-    num_envs, num_steps, stride_env,
-    gamma, lam,
-    BLOCK_ENVS: tl.constexpr, STORE_RETURNS: tl.constexpr,
-):
-    # The plain version, kept as the benchmark's point of comparison: one lane per env walking time backwards,
-    # each of the num_steps dependent iterations waiting on its own (strided) loads.
-    envs = tl.program_id(0) * BLOCK_ENVS + tl.arange(0, BLOCK_ENVS)
-    mask = envs < num_envs
-    row = envs.to(tl.int64) * stride_env
-    next_value = tl.load(last_values_ptr + envs, mask=mask, other=0.0).to(tl.float32)
-    next_advantage = tl.zeros([BLOCK_ENVS], dtype=tl.float32)
-    for i in range(num_steps):
-        offs = row + (num_steps - 1 - i)
-        reward = tl.load(rewards_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        value = tl.load(values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        terminated = tl.load(terminated_ptr + offs, mask=mask, other=0).to(tl.float32)
-        truncated = tl.load(truncated_ptr + offs, mask=mask, other=0).to(tl.float32)
-        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        bootstrap = tl.where(truncated != 0.0, truncated_value, next_value)
-        delta = reward + gamma * bootstrap * (1.0 - terminated) - value
-        not_done = (1.0 - terminated) * (1.0 - truncated)
-        # fp32 whatever the scalars' type: inductor passes Python floats to user kernels as fp64.
-        advantage = (delta + gamma * lam * not_done * next_advantage).to(tl.float32)
-        tl.store(advantages_ptr + offs, advantage, mask=mask)
-        if STORE_RETURNS:
-            tl.store(returns_ptr + offs, advantage + value, mask=mask)
-        next_advantage = advantage
-        next_value = value
 
 
 @triton.jit
@@ -265,7 +232,7 @@ def scan_config(envs: int, steps: int, warps: int, stages: int | None = None, ne
 def scan_kernel(configs: list[triton.Config]):
     """The scan kernel under an autotuner over `configs`; one config is launched as given, untimed. The op
     launches one config per tile (torch.compile traces an autotuner with its launch options, which a bare
-    kernel's num_warps keyword is not guaranteed to be); bench/gae_sweep.py builds one per candidate."""
+    kernel's num_warps keyword is not guaranteed to be); bench/gae_lab/gae_sweep.py builds one per candidate."""
     return triton.autotune(configs=configs, key=["num_envs", "num_steps"])(_gae_scan_kernel)
 
 
@@ -281,8 +248,8 @@ def nearest_tile(tiles: dict[tuple[int, int], Tile], num_envs: int, num_steps: i
 
 @functools.cache  # ~7 us of Python per eager call otherwise
 def scan_tile(num_envs: int, num_steps: int) -> Tile:
-    """The tile the op launches at a size: from the table bench/gae_sweep.py measured (gae_tiles.py); under the
-    interpreter, a small fixed one."""
+    """The tile the op launches at a size: from the table bench/gae_lab/gae_sweep.py measured (gae_tiles.py);
+    under the interpreter, a small fixed one."""
     return _INTERPRETER_TILE if _interpreting() else nearest_tile(TILES, num_envs, num_steps)
 
 
@@ -325,6 +292,18 @@ def _outputs(rewards: torch.Tensor, out: Outputs | None, returns: bool) -> Outpu
         if not tensor.is_contiguous():
             raise ValueError(f"gae: out {name} must be contiguous")
     return out
+
+
+def triton_outputs(inputs: dict[str, torch.Tensor], out: Outputs | None, returns: bool) -> Outputs:
+    """What a Triton GAE launch checks first (shapes, devices, contiguity; CPU tensors only under the
+    interpreter), then the tensors it writes: `out`, checked, or new ones. `inputs` are gae_triton's by name."""
+    _check_inputs(**inputs)
+    if inputs["rewards"].device.type == "cpu" and not _interpreting():
+        raise RuntimeError("gae_triton got CPU tensors: use gae_reference, or set TRITON_INTERPRET=1 before import")
+    for name, tensor in inputs.items():
+        if not tensor.is_contiguous():
+            raise ValueError(f"gae_triton: {name} must be contiguous (env-major [num_envs, num_steps])")
+    return _outputs(inputs["rewards"], out, returns)
 
 
 def gae_reference(
@@ -379,17 +358,11 @@ def launch_scan_kernel(kernel, *, rewards, values, terminated, truncated, trunca
 
 
 def _launch(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
-            scan, wrap):
-    if scan:
-        kernel = _tile_kernel(scan_tile(*rewards.shape))
-        launch_scan_kernel(wrap(kernel), rewards=rewards, values=values, terminated=terminated,
-                           truncated=truncated, truncated_values=truncated_values, last_values=last_values,
-                           gamma=gamma, lam=lam, out=(advantages, returns))
-        return
-    num_envs, num_steps = rewards.shape
-    wrap(_gae_loop_kernel)[(triton.cdiv(num_envs, 128),)](
-        rewards, values, terminated, truncated, truncated_values, last_values, advantages, returns,
-        num_envs, num_steps, num_steps, gamma, lam, BLOCK_ENVS=128, STORE_RETURNS=returns is not None)
+            wrap):
+    kernel = _tile_kernel(scan_tile(*rewards.shape))
+    launch_scan_kernel(wrap(kernel), rewards=rewards, values=values, terminated=terminated, truncated=truncated,
+                       truncated_values=truncated_values, last_values=last_values, gamma=gamma, lam=lam,
+                       out=(advantages, returns))
 
 
 # On CUDA a triton_op, which torch.compile traces into (inductor sees the kernel; CUDA graphs capture it). Under
@@ -413,17 +386,15 @@ def _gae_triton_op(
     lam: float,
     advantages: torch.Tensor,
     returns: torch.Tensor | None,
-    scan: bool,
 ) -> None:
     _launch(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
-            scan, _wrap_triton)
+            _wrap_triton)
 
 
 if _interpreting():
 
     @_gae_triton_op.register_fake
-    def _(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns,
-          scan):
+    def _(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam, advantages, returns):
         return None
 
 
@@ -445,34 +416,22 @@ def gae_triton(
     gamma: float,
     lam: float,
     out: Outputs | None = None,
-    kernel: str = "scan",
     returns: bool = True,
 ) -> Outputs:
-    """Triton GAE. Inputs must be contiguous; masks may be bool or float; rewards/values any float dtype.
-
-    `kernel="scan"` (default) is the chunked associative-scan kernel, its tile measured per size (`scan_tile`);
-    `kernel="loop"` the one-lane-per-env sequential loop, kept for comparison in benchmarks.
+    """Triton GAE: the chunked associative-scan kernel, its tile measured per size (`scan_tile`). Inputs must be
+    contiguous; masks may be bool or float; rewards/values any float dtype.
 
     Runs on CUDA tensors, and on CPU tensors when TRITON_INTERPRET=1 was set before this module was imported.
     Returns float32 `(advantages, returns)`, written into `out` when given (e.g. the rollout buffer's tensors);
     with `returns=False`, `(advantages, None)` and only advantages written (`out` then `(advantages, None)`).
     """
-    _check_inputs(rewards, values, terminated, truncated, truncated_values, last_values)
-    if rewards.device.type == "cpu" and not _interpreting():
-        raise RuntimeError("gae_triton got CPU tensors: use gae_reference, or set TRITON_INTERPRET=1 before import")
-    tensors = {"rewards": rewards, "values": values, "terminated": terminated, "truncated": truncated,
-               "truncated_values": truncated_values, "last_values": last_values}
-    for name, tensor in tensors.items():
-        if not tensor.is_contiguous():
-            raise ValueError(f"gae_triton: {name} must be contiguous (env-major [num_envs, num_steps])")
-    if kernel not in ("scan", "loop"):
-        raise ValueError(f"gae_triton: kernel={kernel!r} must be 'scan' or 'loop'")
-    advantages, returns_out = _outputs(rewards, out, returns)
-    args = (rewards, values, terminated, truncated, truncated_values, last_values, float(gamma), float(lam),
-            advantages, returns_out, kernel == "scan")
-    if _traced([*tensors.values(), advantages] + ([] if returns_out is None else [returns_out])):
+    inputs = {"rewards": rewards, "values": values, "terminated": terminated, "truncated": truncated,
+              "truncated_values": truncated_values, "last_values": last_values}
+    advantages, returns_out = triton_outputs(inputs, out, returns)
+    args = (*inputs.values(), float(gamma), float(lam), advantages, returns_out)
+    if _traced([*inputs.values(), advantages] + ([] if returns_out is None else [returns_out])):
         _gae_triton_op(*args)
-    else:  # eager: straight to Triton's launcher, skipping the ~40 us the custom op's dispatch costs per call
+    else:  # eager: straight to Triton's launcher, skipping the custom op's dispatch (more than the kernel's time)
         _launch(*args, wrap=lambda kernel: kernel)
     return advantages, returns_out
 

@@ -1,9 +1,9 @@
 """The GAE scan kernel's tile per size: (num_envs, num_steps) -> (BLOCK_ENVS, BLOCK_STEPS, num_warps,
 num_stages, NEXT_FROM_TILE, ASCENDING, WHERE_TRUNCATED), num_stages None for Triton's default.
-`bench/gae_sweep.py --write-tiles` rewrites this file: it times every candidate tile at each size and keeps the
-fastest. Other sizes take the nearest size's tile.
+`bench/gae_lab/gae_sweep.py --write-tiles` rewrites this file: it times every candidate tile at each size and
+keeps the fastest. Other sizes take the nearest size's tile.
 
-Measured on: NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, triton 3.6.0, 2026-11-26, bench/gae_sweep.py.
+Measured on: NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, triton 3.6.0, 2026-11-26, bench/gae_lab/gae_sweep.py.
 """
 
 TILES = {

@@ -21,13 +21,16 @@ from tests.helpers import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
+LAB = BENCH / "gae_lab"
 CHECK = BENCH / "check.py"
 
 
 def _load_bench_module(name: str):
-    """Import bench/<name>.py (bench/ is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    """Import bench/<name>.py, e.g. "machine" or "gae_lab/gae_sweep" (bench/ is a folder of scripts, not a
+    package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name.replace('/', '_')}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -59,7 +62,7 @@ def tiny_run(tmp_path_factory) -> tuple[dict, str]:
 def test_suites_record_expected_benchmarks(tiny_run):
     data, _ = tiny_run
     names = {b["name"] for b in data["benchmarks"]}
-    expected = {"test_gae[cleanrl_loop-N16-T8]", "test_rollout_step[off]", "test_ppo_step[off]",
+    expected = {"test_calibration", "test_gae[cleanrl_loop-N16-T8]", "test_rollout_step[off]", "test_ppo_step[off]",
                 "test_train_iteration[ours-off]", "test_train_iteration[cleanrl]"}
     assert expected <= names, f"missing benchmarks: {sorted(expected - names)}; got {sorted(names)}"
     assert not any("default" in n or "reduce-overhead" in n or "compiled" in n for n in names), \
@@ -70,6 +73,7 @@ def test_suites_record_expected_benchmarks(tiny_run):
         assert "peak_memory_bytes" in info, bench["name"]
         assert (info["peak_memory_bytes"] is None) == (not torch.cuda.is_available()), bench["name"]
         assert info["env_steps_per_s"] > 0, bench["name"]
+        assert info["calibration_median_s"] > 0 and info["calibration_iqr_s"] >= 0, bench["name"]  # the gate's
 
 
 def test_suites_record_machine_info(tiny_run):
@@ -169,6 +173,77 @@ def test_gate_without_baseline_fails_plainly_unless_recording(tiny_run, tmp_path
     assert _check("gate", machine_dir).returncode == 0  # now it compares the run with itself
 
 
+CALIBRATION_FULLNAME = "bench/test_calibration.py::test_calibration"
+
+
+def _synthetic_run(timings: dict[str, tuple[float, float]], iqr_share: float = 0.02) -> dict:
+    """A pytest-benchmark JSON: per full name, (median, calibration median) in seconds, each IQR `iqr_share` of
+    its median."""
+    benchmarks = [{"name": name.split("::")[-1], "fullname": name,
+                   "stats": {"median": median, "iqr": median * iqr_share},
+                   "extra_info": {"calibration_median_s": calibration, "calibration_iqr_s": calibration * iqr_share}}
+                  for name, (median, calibration) in timings.items()]
+    return {"machine_info": {"bench_machine_id": "some-machine", "bench_profile": "cpu"}, "benchmarks": benchmarks}
+
+
+SYNTHETIC = {CALIBRATION_FULLNAME: (0.004, 0.004), "bench/test_ppo_step.py::test_ppo_step[off]": (0.012, 0.0041),
+             "bench/test_train_iteration.py::test_train_iteration[ours-off]": (0.27, 0.0043)}
+
+
+def _scaled(timings: dict[str, tuple[float, float]], factor: float) -> dict[str, tuple[float, float]]:
+    """Every median and calibration median `factor` times: the same code on a machine that slower."""
+    return {name: (median * factor, calibration * factor) for name, (median, calibration) in timings.items()}
+
+
+def test_check_relative_passes_an_unchanged_run_and_reports_the_spread():
+    check = _load_bench_module("check")
+    run = _synthetic_run(SYNTHETIC)
+    rows = {row.name: row for row in check.compare(run, run, 10)}
+    assert rows.pop(CALIBRATION_FULLNAME).status == "calibration"
+    assert {row.status for row in rows.values()} == {"ok"} and check.exit_code(list(rows.values()), False) == 0
+    for row in rows.values():  # two medians over two calibration medians, each 2% spread, in quadrature
+        assert row.change == pytest.approx(0.0) and row.spread == pytest.approx(0.04)
+
+
+def test_check_relative_passes_a_machine_uniformly_slower_today():
+    """Every median 1.5x, the calibrations' too: the ratios stand, so nothing fails (it would in --absolute)."""
+    check = _load_bench_module("check")
+    baseline, slower = _synthetic_run(SYNTHETIC), _synthetic_run(_scaled(SYNTHETIC, 1.5))
+    rows = check.compare(baseline, slower, 10)
+    assert check.exit_code(rows, False) == 0
+    assert all(row.change == pytest.approx(0.5 if row.status == "calibration" else 0.0) for row in rows)
+    absolute = check.compare(baseline, slower, 10, absolute=True)
+    assert {row.status for row in absolute} == {"REGRESSION"} and check.exit_code(absolute, False) == 1
+
+
+def test_check_relative_fails_a_planted_regression_on_a_slower_machine():
+    check = _load_bench_module("check")
+    name = "bench/test_ppo_step.py::test_ppo_step[off]"
+    baseline = _synthetic_run(SYNTHETIC)
+    slower = _scaled(SYNTHETIC, 1.5)
+    current = _synthetic_run({**slower, name: (slower[name][0] * 1.25, slower[name][1])})
+    rows = {row.name: row for row in check.compare(baseline, current, 10)}
+    assert rows[name].status == "REGRESSION" and rows[name].change == pytest.approx(0.25)
+    assert [row.name for row in rows.values() if row.status == "REGRESSION"] == [name]
+    assert check.exit_code(list(rows.values()), False) == 1
+    assert check.exit_code(check.compare(baseline, current, 30), False) == 0  # within a 30% gate
+
+
+def test_check_without_calibration_exits_2_and_says_to_re_record(tmp_path, capsys):
+    check = _load_bench_module("check")
+    old = _synthetic_run(SYNTHETIC)  # as recorded before the calibration: no calibration medians
+    for bench in old["benchmarks"]:
+        del bench["extra_info"]
+    machine_dir = tmp_path / "some-machine"
+    machine_dir.mkdir()
+    _write(machine_dir / "baseline.json", old)
+    _write(machine_dir / "latest.json", _synthetic_run(SYNTHETIC))
+    assert check.main(["gate", str(machine_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "the baseline has no calibration median" in error and "make bench RECORD=1" in error, error
+    assert check.main(["gate", str(machine_dir), "--absolute"]) == 0  # the old comparison still reads it
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_bench_check_without_baseline_fails_before_running(tmp_path):
     # -o: never rebuild the venv from inside a test. With no baseline, the target stops before any benchmark.
@@ -228,13 +303,13 @@ def test_cleanrl_agent_matches_our_policy_with_resets():
     assert_close(batch_major(entropy), ours.entropy, "entropy", atol=1e-5, rtol=1e-5)
 
 
-# --- the GAE floor and sweep scripts -------------------------------------------------------------------------
+# --- the GAE lab (bench/gae_lab): floor, sweep and PTX scripts ---------------------------------------------------
 
 def test_gae_sweep_checks_every_candidate_config(tmp_path):
     """Every tile the sweep would time gives the float64 reference's advantages (the interpreter on CPU), at a
     size where each time tile crosses a chunk boundary and each env tile is partly masked; at a short rollout,
     only the tiles that fit it run."""
-    sweep = _load_bench_module("gae_sweep")
+    sweep = _load_bench_module("gae_lab/gae_sweep")
     out = tmp_path / "sweep.json"
     assert sweep.main(["--sizes", "5x33,9x520", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
@@ -248,7 +323,7 @@ def test_gae_sweep_checks_every_candidate_config(tmp_path):
 def test_gae_tile_table_holds_checked_candidates_for_every_benchmark_size():
     """The op's table covers the sizes the sweep measures, with tiles from the sweep's (interpreter-checked)
     candidates, and the sweep writes it back as the same module."""
-    sweep = _load_bench_module("gae_sweep")
+    sweep = _load_bench_module("gae_lab/gae_sweep")
     from recurrent_ppo.kernels import gae_tiles
 
     assert set(gae_tiles.TILES) == set(sweep.CUDA_SIZES)
@@ -260,7 +335,7 @@ def test_gae_tile_table_holds_checked_candidates_for_every_benchmark_size():
 
 def test_gae_sweep_checks_the_advantages_only_kernel(tmp_path, monkeypatch):
     """--advantages-only sweeps the kernel as the trainer launches it (returns=False), each tile checked."""
-    sweep = _load_bench_module("gae_sweep")
+    sweep = _load_bench_module("gae_lab/gae_sweep")
     candidates = [(1, 32, 1, None, False, False, True), (2, 32, 1, None, True, True, False)]
     monkeypatch.setattr(sweep, "CANDIDATES", candidates)
     out = tmp_path / "sweep.json"
@@ -271,7 +346,7 @@ def test_gae_sweep_checks_the_advantages_only_kernel(tmp_path, monkeypatch):
 
 
 def test_gae_sweep_refuses_to_write_tiles_without_a_gpu(tmp_path):
-    sweep = _load_bench_module("gae_sweep")
+    sweep = _load_bench_module("gae_lab/gae_sweep")
     if torch.cuda.is_available():
         pytest.skip("the refusal is for CPU machines")
     with pytest.raises(SystemExit):
@@ -280,7 +355,7 @@ def test_gae_sweep_refuses_to_write_tiles_without_a_gpu(tmp_path):
 
 
 def test_gae_sweep_records_a_failing_config_and_goes_on(tmp_path, monkeypatch):
-    sweep = _load_bench_module("gae_sweep")
+    sweep = _load_bench_module("gae_lab/gae_sweep")
     # 3 envs: not a power of two, so that tile fails to build
     candidates = [(3, 16, 1, None, False, False, True), (8, 16, 1, None, False, True, False)]
     monkeypatch.setattr(sweep, "CANDIDATES", candidates)
@@ -291,7 +366,7 @@ def test_gae_sweep_records_a_failing_config_and_goes_on(tmp_path, monkeypatch):
 
 
 def test_gae_floor_runs_and_reports_each_provider(tmp_path):
-    floor = _load_bench_module("gae_floor")
+    floor = _load_bench_module("gae_lab/gae_floor")
     out = tmp_path / "floor.json"
     assert floor.main(["--sizes", "8x16", "--compile-sizes", "", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -324,7 +399,7 @@ def _stub_cuda(module, monkeypatch) -> list[bool]:
 
 def test_gae_floor_cuda_branch_runs_with_the_device_stubbed(monkeypatch, capsys, tmp_path):
     """gae_floor's CUDA-only columns, both floors and the three tables, with the device stubbed (_stub_cuda)."""
-    floor = _load_bench_module("gae_floor")
+    floor = _load_bench_module("gae_lab/gae_floor")
     copies = _stub_cuda(floor, monkeypatch)
     out = tmp_path / "floor.json"
     assert floor.main(["--sizes", "8x16", "--compile-sizes", "", "--json", str(out)]) == 0
@@ -347,8 +422,8 @@ def test_gae_floor_cuda_branch_runs_with_the_device_stubbed(monkeypatch, capsys,
 
 
 def test_gae_floor_acceptance_counts_each_call_against_its_own_floor():
-    """Issue 4's verdict per call: sizes over 2x their own floor, and the CleanRL loop's speedup at 4096x128."""
-    floor = _load_bench_module("gae_floor")
+    """The floor verdict per call: sizes over 2x their own floor, and the CleanRL loop's speedup at 4096x128."""
+    floor = _load_bench_module("gae_lab/gae_floor")
     rows = [{"num_envs": 4096, "num_steps": 128, "floor_us": 4.8, "floor_adv_us": 4.8, "floor_tv_whole_us": 4.8,
              "cleanrl_loop_us": 19_210.0, "triton_graph_us": 10.5, "triton_graph_adv_us": 8.0},
             {"num_envs": 131072, "num_steps": 512, "floor_us": 405.0, "floor_adv_us": 316.0,
@@ -366,7 +441,7 @@ def test_gae_floor_counts_truncated_values_by_the_sectors_holding_a_truncated_st
     """The floor's bytes: truncated_values by the 32-byte sectors holding a truncated step (env-major, as the
     buffer stores it, placed by the tensor's address), every other input whole, and the outputs written;
     `truncated_values_whole` counts it whole, as runs 1-5 did."""
-    floor = _load_bench_module("gae_floor")
+    floor = _load_bench_module("gae_lab/gae_floor")
     shape = (3, 10)
     truncated = torch.zeros(shape, dtype=torch.bool)
     truncated[0, 1] = truncated[0, 3] = truncated[2, 9] = True  # steps 1, 3 and 29: float32 sectors 0 and 3
@@ -397,7 +472,7 @@ def test_gae_floor_counts_truncated_values_by_the_sectors_holding_a_truncated_st
 def test_gae_sweep_cuda_branch_writes_the_tile_table_with_the_device_stubbed(monkeypatch, tmp_path):
     """gae_sweep's CUDA-only branch with the device stubbed (_stub_cuda): each candidate checked eagerly and
     replayed, timed, and the table written as a module naming the advantages-only sweep."""
-    sweep = _load_bench_module("gae_sweep")
+    sweep = _load_bench_module("gae_lab/gae_sweep")
     _stub_cuda(sweep, monkeypatch)
     candidates = [(1, 32, 1, None, False, False, True), (2, 32, 1, None, True, True, False)]
     monkeypatch.setattr(sweep, "CANDIDATES", candidates)
@@ -412,7 +487,7 @@ def test_gae_sweep_cuda_branch_writes_the_tile_table_with_the_device_stubbed(mon
 def test_gae_sweep_keeps_the_tiles_of_sizes_it_did_not_sweep_and_writes_after_every_size(monkeypatch, tmp_path):
     """A sweep of some sizes rewrites their tiles and keeps the op's table for the rest; stopped after its first
     size (as a lent GPU's time limit stops it), it leaves that size in the table and in the JSON, each file whole."""
-    sweep = _load_bench_module("gae_sweep")
+    sweep = _load_bench_module("gae_lab/gae_sweep")
     from recurrent_ppo.kernels import gae_tiles
 
     _stub_cuda(sweep, monkeypatch)
@@ -450,7 +525,7 @@ def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_wr
     each)."""
     out = tmp_path / "ptx.json"
     ascending, descending = (1, 128, 1, None, True, True, True), (1, 128, 1, None, True, False, True)
-    proc = subprocess.run([sys.executable, str(BENCH / "gae_ptx.py"), "--tiles", repr(ascending), repr(descending),
+    proc = subprocess.run([sys.executable, str(LAB / "gae_ptx.py"), "--tiles", repr(ascending), repr(descending),
                            "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = {tuple(row["tile"]): row for row in json.loads(out.read_text())["rows"]}
@@ -472,7 +547,7 @@ def test_advantages_only_kernel_stores_one_vector_and_torch_sees_only_advantages
     returns, which must not make the analysis fail (and assume every tensor written)."""
     out = tmp_path / "ptx.json"
     ascending = (1, 128, 1, None, True, True, True)
-    proc = subprocess.run([sys.executable, str(BENCH / "gae_ptx.py"), "--tiles", repr(ascending), "--advantages-only",
+    proc = subprocess.run([sys.executable, str(LAB / "gae_ptx.py"), "--tiles", repr(ascending), "--advantages-only",
                            "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
     [row] = json.loads(out.read_text())["rows"]

@@ -1,12 +1,13 @@
-"""GAE: the pure-torch reference and the Triton kernel (interpreter on CPU) against a float64 scalar loop."""
+"""GAE: the pure-torch reference, the Triton scan kernel and the lab's loop kernel (bench/gae_lab; the
+interpreter on CPU) against a float64 scalar loop."""
 
-from functools import partial
 from unittest import mock
 
 import pytest
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from bench.gae_lab.loop_kernel import gae_triton_loop
 from recurrent_ppo.kernels import gae as gae_module
 from recurrent_ppo.kernels.gae import gae, gae_reference, gae_triton, nearest_tile
 from recurrent_ppo.kernels.gae_tiles import TILES
@@ -16,7 +17,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def gae_loop_float64(rewards, values, terminated, truncated, truncated_values, last_values, gamma, lam):
-    """The semantics of DESIGN.md written as plainly as possible: python scalars, float64."""
+    """The semantics of docs/design.md ("Semantics") written as plainly as possible: python scalars, float64."""
     n, t_max = rewards.shape
     r, v, tv, lv = (x.double().cpu().tolist() for x in (rewards, values, truncated_values, last_values))
     term, trunc = terminated.bool().cpu().tolist(), truncated.bool().cpu().tolist()
@@ -75,7 +76,7 @@ def scan_with(*, ascending: bool, where_truncated: bool = True):
 IMPLS = {"reference": gae_reference, "triton_scan_ascending": scan_with(ascending=True),
          "triton_scan_descending": scan_with(ascending=False),
          "triton_scan_whole_truncated_values": scan_with(ascending=True, where_truncated=False),
-         "triton_loop": partial(gae_triton, kernel="loop")}
+         "triton_loop": gae_triton_loop}
 SIZES = [(n, t) for n in (1, 7, 1023) for t in (1, 5, 63, 128)]
 
 
@@ -196,13 +197,12 @@ def test_half_precision_inputs_within_tolerance(impl, dtype):
     assert_close(adv.double().cpu(), expected_adv, "advantages", rtol=1e-4, atol=1e-4)
 
 
-def test_triton_rejects_non_contiguous_inputs_and_unknown_kernels():
+def test_triton_rejects_non_contiguous_inputs():
     inputs = make_inputs(6, 4)
-    with pytest.raises(ValueError, match="kernel='fast'"):
-        gae_triton(**inputs, gamma=0.99, lam=0.95, kernel="fast")
     inputs["rewards"] = make_inputs(4, 6)["rewards"].t()
-    with pytest.raises(ValueError, match="rewards must be contiguous"):
-        gae_triton(**inputs, gamma=0.99, lam=0.95)
+    for triton_gae in (gae_triton, gae_triton_loop):
+        with pytest.raises(ValueError, match="rewards must be contiguous"):
+            triton_gae(**inputs, gamma=0.99, lam=0.95)
 
 
 def test_gae_dispatches_by_device():
@@ -264,9 +264,10 @@ def test_rejects_mismatched_shapes(impl):
 @pytest.mark.parametrize("kernel", ["scan", "loop"])
 def test_triton_op_compiles_fullgraph_and_replays_in_cuda_graphs(kernel, returns):
     inputs = make_inputs(4096, 128)
+    triton_gae = {"scan": gae_triton, "loop": gae_triton_loop}[kernel]
 
     def advantages(inputs):
-        adv, ret = gae_triton(**inputs, gamma=0.99, lam=0.95, kernel=kernel, returns=returns)
+        adv, ret = triton_gae(**inputs, gamma=0.99, lam=0.95, returns=returns)
         return adv, (ret if returns else adv + inputs["values"])  # returns formed after the op, as the loss does
 
     compiled = torch.compile(advantages, fullgraph=True, mode="reduce-overhead")
