@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # Pass flags to the trainer, e.g. `make train ARGS="--env cartpole --total-steps 200000"`.
 ARGS ?=
 
-.PHONY: train test clean bench bench-check
+.PHONY: train test soak clean bench bench-check
 
 $(VENV)/.installed: pyproject.toml scripts/setup_venv.sh
 	PYTHON=$(PYTHON) bash scripts/setup_venv.sh $(VENV)
@@ -14,8 +14,15 @@ $(VENV)/.installed: pyproject.toml scripts/setup_venv.sh
 train: $(VENV)/.installed
 	$(PY) -m recurrent_ppo train $(ARGS)
 
+# Tests run in TEST_WORKERS parallel processes (pytest-xdist; one torch thread each): 2 suits the 2-core CI machine.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
+
+# Many iterations of a small config: flat memory and no recompile (bench/soak.py).
+soak: $(VENV)/.installed
+	$(PY) bench/soak.py --iterations 1000 $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
