@@ -39,10 +39,10 @@ def mask_error(policy: RecurrentPolicy) -> RuntimeError:
 class RolloutCollector:
     """Fills a RolloutBuffer with `num_steps` steps of all envs, carrying obs and recurrent state across rollouts.
 
-    Rollouts run under `torch.inference_mode()`: on CPU, eager, a policy+env step took 465 us under inference
-    mode and 553 us under no_grad (32 envs, H=128, 2026-11-26), and compiled steps tied; inference mode also
-    gives the rollout one kind of tensor throughout, so the compiled step is never re-traced for a
-    normal/inference mix. Everything the step makes is an inference tensor; the buffer copies values out of them.
+    Rollouts run under `torch.inference_mode()`: it was faster than `no_grad` for an eager CPU step
+    (docs/measurements.md), and it gives the rollout one kind of tensor throughout, so the compiled step is never
+    re-traced for a normal/inference mix. Everything the step makes is an inference tensor; the buffer copies
+    values out of them.
     """
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
@@ -67,7 +67,7 @@ class RolloutCollector:
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
             self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
         # Truncations are rare, yet bootstrapping them per step costs a second policy pass over every env (a
-        # quarter of a compiled CPU rollout step, 2026-11-26). With a time limit there can be at most
+        # quarter of a compiled CPU rollout step, docs/measurements.md). With a time limit there can be at most
         # ceil(num_steps / limit) per env in a rollout, so they are bootstrapped after it, over that many rows.
         limit = env.max_episode_steps
         rows = None if limit is None else env.num_envs * -(-buffer.num_steps // limit)
