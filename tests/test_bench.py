@@ -36,9 +36,10 @@ def _load_bench_module(name: str):
 
 
 def _bench_env() -> dict[str, str]:
-    # As `make bench` runs: without the test suite's TRITON_INTERPRET (tests/conftest.py sets it on CPU).
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
+    # As `make bench` runs: without the test suite's TRITON_INTERPRET (tests/conftest.py sets it on CPU), and
+    # without pytest-xdist's worker variables, under which pytest-benchmark would not time anything.
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT_TEST")) and name != "TRITON_INTERPRET"}
     return env
 
 

@@ -21,7 +21,7 @@ from recurrent_ppo.kernels.gru_scan import gru_scan, gru_scan_backward, gru_scan
 from recurrent_ppo.kernels.lstm_scan import lstm_scan, lstm_scan_backward, lstm_scan_forward
 from recurrent_ppo.kernels.rnn_common import INTERPRETING, Tile
 from recurrent_ppo.kernels.rnn_reference import gru_scan_reference, lstm_scan_reference
-from recurrent_ppo.lstm import LSTM
+from recurrent_ppo.models.cores import LSTM
 from tests.helpers import assert_close
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -8,6 +8,7 @@ of the plain objects it holds (not modules, whose parameters a state_dict covers
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -33,7 +34,7 @@ def tensor_attributes(owner: object) -> dict[str, torch.Tensor]:
             for key, item in value.items():
                 if isinstance(key, str):
                     walk(item, join(path, key))
-        elif hasattr(value, "__dict__") and not isinstance(value, (nn.Module, type)) and not callable(value):
+        elif hasattr(value, "__dict__") and not isinstance(value, (nn.Module, type)) and not inspect.isroutine(value):
             if id(value) in seen:
                 return
             seen.add(id(value))
