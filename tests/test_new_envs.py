@@ -7,9 +7,11 @@ import pytest
 import torch
 import torch._dynamo
 
+from recurrent_ppo.config import PRESETS
 from recurrent_ppo.envs.masked_choice import MaskedChoice, memoryless_return
 from recurrent_ppo.envs.pendulum import Pendulum
 from recurrent_ppo.spaces import ACTION_MASK, Box, Dict, MultiBinary, MultiDiscrete
+from recurrent_ppo.trainer import Trainer
 from tests.helpers import assert_close
 
 STEP_FIELDS = ("obs", "reward", "terminated", "truncated", "final_obs")
@@ -281,3 +283,27 @@ def test_masked_choice_rejects_bad_arguments():
         MaskedChoice(1, delay=0)
     with pytest.raises(ValueError, match="legal_prob in"):
         MaskedChoice(1, legal_prob=1.5)
+
+
+# --- learning, compiled as `make train` runs on CPU -----------------------------------------------------------
+
+@pytest.mark.slow
+def test_learns_masked_choice_beyond_the_memoryless_best(tmp_path):
+    cfg = PRESETS["masked-choice"].replace(eval_episodes=100, progress=False, run_dir=str(tmp_path / "run"),
+                                           device="cpu")
+    summary = Trainer(cfg).train()
+    assert summary["compile_mode"] == "default"
+    # Without memory no policy earns more than memoryless_return() = 0.385 (the cue is gone 8 steps before the
+    # query); seeds 1-3 evaluated at 0.98, 1.0, 1.0 (100 episodes). A margin of 0.4 leaves room for noise.
+    assert summary["eval_return_mean"] >= memoryless_return() + 0.4, summary
+
+
+@pytest.mark.slow
+def test_learns_stateless_pendulum_with_memory(tmp_path):
+    cfg = PRESETS["stateless-pendulum"].replace(eval_episodes=32, progress=False, run_dir=str(tmp_path / "run"),
+                                                device="cpu")
+    summary = Trainer(cfg).train()
+    assert summary["compile_mode"] == "default"
+    # A random policy returns about -1200 to -1500 per 200-step episode; without the velocity the LSTM must infer
+    # it from successive angles. Seeds 1-3 evaluated at -198, -245, -161 (32 episodes) after the preset's 164k steps.
+    assert summary["eval_return_mean"] >= -400, summary
