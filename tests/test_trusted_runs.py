@@ -128,10 +128,10 @@ def test_a_device_env_going_non_finite_stops_the_run_and_keeps_the_last_good_che
     assert all(torch.isfinite(t).all() for t in saved["policy"].values())
 
 
-def nan_reward_env(gym):
-    """A gymnasium env whose 7th step returns a NaN reward."""
+def non_finite_env(gym, field, value):
+    """A gymnasium env whose 7th step returns `value` (NaN or Inf) as its reward or in its observation."""
 
-    class NanRewardEnv(gym.Env):
+    class NonFiniteEnv(gym.Env):
         observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         action_space = gym.spaces.Discrete(2)
 
@@ -142,20 +142,33 @@ def nan_reward_env(gym):
 
         def step(self, action):
             self.steps += 1
-            return np.zeros(2, np.float32), float("nan") if self.steps == 7 else 1.0, self.steps >= 20, False, {}
+            bad = self.steps == 7
+            obs = np.full(2, value if bad and field == "observation" else 0.0, np.float32)
+            return obs, value if bad and field == "reward" else 1.0, self.steps >= 20, False, {}
 
-    return NanRewardEnv
+    return NonFiniteEnv
 
 
-def test_a_gymnasium_env_going_non_finite_stops_the_run(tmp_path, capsys):
+@pytest.mark.parametrize("field,value", [("reward", float("nan")), ("reward", float("inf")),
+                                         ("observation", float("nan"))])
+def test_a_gymnasium_env_going_non_finite_stops_the_run(tmp_path, capsys, field, value):
     gym = pytest.importorskip("gymnasium")
-    gym.register("NanReward-v0", entry_point=nan_reward_env(gym))
-    assert main(["train", *TINY[2:], "--env", "gym:NanReward-v0", "--compile-mode", "off", "--total-steps", "128",
+    env_id = f"NonFinite{field.title()}{'Nan' if value != value else 'Inf'}-v0"
+    gym.register(env_id, entry_point=non_finite_env(gym, field, value), disable_env_checker=True)
+    assert main(["train", *TINY[2:], "--env", f"gym:{env_id}", "--compile-mode", "off", "--total-steps", "128",
                  "--no-progress", "--run-dir", str(tmp_path / "run")]) == 1
     err = capsys.readouterr().err
-    assert "non-finite reward in iteration 0, at env 0, rollout step 6" in err and "Traceback" not in err, err
+    assert f"non-finite {field} in iteration 0, at env 0, rollout step 6" in err and "Traceback" not in err, err
     assert "no checkpoint was written" in err
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_an_unknown_gymnasium_env_is_a_one_line_error(tmp_path, capsys):
+    pytest.importorskip("gymnasium")
+    assert main(["train", "--env", "gym:NoSuchEnv-v0", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "env 'gym:NoSuchEnv-v0' cannot be made" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_the_env_output_check_can_be_turned_off(tmp_path, monkeypatch):

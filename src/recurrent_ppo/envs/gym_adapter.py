@@ -169,7 +169,11 @@ class GymVectorEnv:
         self.env_id, self.num_envs, self.seed = env_id, num_envs, seed
         self.name = f"{PREFIX}{env_id}"
         self.device = torch.device(device)
-        probe = gym.make(env_id, **make_kwargs)
+        try:
+            probe = gym.make(env_id, **make_kwargs)
+        except gym.error.Error as error:  # an unknown id or version, a missing package (DependencyNotInstalled)
+            raise ValueError(f"env 'gym:{env_id}' cannot be made: {error} (check the id with "
+                             f"gymnasium.pprint_registry(), or install the package the env needs)") from error
         try:
             self.gym_obs_space, self.gym_action_space = probe.observation_space, probe.action_space
             try:
