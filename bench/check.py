@@ -9,8 +9,8 @@ Every benchmark times a fixed calibration workload between its rounds (benchlib.
 `extra_info.calibration_median_s`). A benchmark's ratio is its median over that calibration median, and it
 regresses when its ratio grew by more than the threshold: load that slows the machine while a benchmark runs
 slows its calibration as much, and fails nothing. `--absolute` compares the medians themselves instead. The
-spread printed beside each change is the IQRs over the medians behind it, combined: a change past the
-threshold but within its spread is reported as `noisy` and does not fail. The calibration benchmark's own row (bench/test_calibration.py) gives the machine's speed today.
+spread printed beside each change is the IQRs over the medians behind it, combined: a change within it is
+noise. The calibration benchmark's own row (bench/test_calibration.py) gives the machine's speed today.
 
 `gate` is `make bench-check`: it compares MACHINE_DIR/latest.json with MACHINE_DIR/baseline.json, and where no
 baseline is stored it says so and exits 2 (or, with --record-if-missing, stores the run as the baseline).
@@ -58,7 +58,7 @@ class Row:
     name: str
     baseline: float | None  # median seconds
     current: float | None
-    status: str  # ok, faster, noisy, REGRESSION, MISSING, new, calibration
+    status: str  # ok, faster, REGRESSION, MISSING, new, calibration
     change: float | None = None  # of the ratio to the calibration (of the median with --absolute); None if absent
     spread: float | None = None  # the change's relative spread: the IQR/median of every median behind it
 
@@ -107,11 +107,9 @@ def combined_spread(*parts: Stats) -> float:
     return math.sqrt(sum(part.relative_spread ** 2 for part in parts))
 
 
-def status_of(change: float, threshold_pct: float, spread: float = 0.0) -> str:
-    """REGRESSION when the change passes both the threshold and its own spread; past the threshold but within
-    the spread it is `noisy`: shown, not failed, since the two runs' quartiles overlap that much."""
+def status_of(change: float, threshold_pct: float) -> str:
     if change > threshold_pct / 100:
-        return "REGRESSION" if change > spread else "noisy"
+        return "REGRESSION"
     if (1 + change) * (1 + threshold_pct / 100) < 1:
         return "faster"
     return "ok"
@@ -140,13 +138,13 @@ def compare(baseline: dict, current: dict, threshold_pct: float, absolute: bool 
         if b is None or c is None:
             rows.append(Row(name, b and b.median, c and c.median, "MISSING" if c is None else "new"))
         elif absolute or machine_speed:
-            change, spread = c.median / b.median - 1, combined_spread(b, c)
-            status = "calibration" if machine_speed else status_of(change, threshold_pct, spread)
-            rows.append(Row(name, b.median, c.median, status, change, spread))
+            change = c.median / b.median - 1
+            status = "calibration" if machine_speed else status_of(change, threshold_pct)
+            rows.append(Row(name, b.median, c.median, status, change, combined_spread(b, c)))
         else:
             change = (c.median / c.calibration.median) / (b.median / b.calibration.median) - 1
-            spread = combined_spread(b, c, b.calibration, c.calibration)
-            rows.append(Row(name, b.median, c.median, status_of(change, threshold_pct, spread), change, spread))
+            rows.append(Row(name, b.median, c.median, status_of(change, threshold_pct), change,
+                            combined_spread(b, c, b.calibration, c.calibration)))
     return rows
 
 
