@@ -37,6 +37,7 @@ RECORD ?=
 RECORDING = $(filter 1 yes true,$(RECORD))
 ABSOLUTE ?=
 BENCH_BASELINES ?= bench/baselines
+ABSOLUTE_FLAG = $(if $(filter 1 yes true,$(ABSOLUTE)),--absolute)
 BENCH_DIR = dir=$(BENCH_BASELINES)/$$($(PY) bench/machine.py) || exit 1
 BENCH_RUN = mkdir -p $$dir && $(PY) -m pytest bench -p no:cacheprovider --benchmark-enable \
 	--benchmark-columns=median,iqr,min,max,rounds --benchmark-json=$$dir/latest.json $(ARGS)
@@ -51,5 +52,11 @@ bench-check: $(VENV)/.installed
 	@$(BENCH_DIR); \
 	if [ ! -f $$dir/baseline.json ] && [ -z "$(RECORDING)" ]; then $(PY) bench/check.py gate $$dir; exit $$?; fi; \
 	$(BENCH_RUN) || exit 1; \
+	if [ -f $$dir/baseline.json ]; then \
+		ids=$$($(PY) bench/check.py regressed $$dir --threshold $(THRESHOLD) $(ABSOLUTE_FLAG)) || exit 2; \
+		if [ -n "$$ids" ]; then echo "Running the regressed benchmarks once more:" $$ids; \
+			$(PY) -m pytest $$ids -p no:cacheprovider -q --benchmark-enable --benchmark-json=$$dir/rerun.json \
+				|| exit 1; \
+			$(PY) bench/check.py keep-best $$dir $$dir/rerun.json $(ABSOLUTE_FLAG) || exit 2; fi; fi; \
 	$(PY) bench/check.py gate $$dir --threshold $(THRESHOLD) $(if $(RECORDING),--record-if-missing) \
-		$(if $(ARGS),--allow-missing) $(if $(filter 1 yes true,$(ABSOLUTE)),--absolute)
+		$(if $(ARGS),--allow-missing) $(ABSOLUTE_FLAG)

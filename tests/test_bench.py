@@ -206,6 +206,21 @@ def test_check_relative_passes_an_unchanged_run_and_reports_the_spread():
         assert row.change == pytest.approx(0.0) and row.spread == pytest.approx(0.04)
 
 
+def test_a_regression_is_run_again_and_only_one_slow_in_both_runs_fails(tmp_path):
+    """`regressed` names the slow benchmark; `keep-best` keeps a re-run's faster timing, so one slow stretch
+    passes the gate while a regression slow in both runs still fails it."""
+    check = _load_bench_module("check")
+    name = "bench/test_ppo_step.py::test_ppo_step[off]"
+    slow = {**SYNTHETIC, name: (SYNTHETIC[name][0] * 1.25, SYNTHETIC[name][1])}
+    (tmp_path / "baseline.json").write_text(json.dumps(_synthetic_run(SYNTHETIC)))
+    for rerun, expected in ((SYNTHETIC, 0), (slow, 1)):
+        (tmp_path / "latest.json").write_text(json.dumps(_synthetic_run(slow)))
+        assert check.regressed(tmp_path, 10) == [name]
+        (tmp_path / "rerun.json").write_text(json.dumps(_synthetic_run({name: rerun[name]})))
+        assert check.keep_best(tmp_path, tmp_path / "rerun.json") == 0
+        assert check.run_gate(tmp_path, 10, False, False) == expected
+
+
 def test_check_relative_passes_a_machine_uniformly_slower_today():
     """Every median 1.5x, the calibrations' too: the ratios stand, so nothing fails (it would in --absolute)."""
     check = _load_bench_module("check")
