@@ -38,7 +38,11 @@ class EnvOutputWatch:
 
     def check(self, iteration: int) -> None:
         """Raise NonFiniteError naming the first field that went non-finite during this iteration's rollout."""
-        found = self.first.tolist()
+        self.report(self.first.tolist(), iteration)
+
+    def report(self, found: list[list[int]], iteration: int) -> None:
+        """`check` on `first` as already read to the host (`[[env, step], ...]`, one pair per field), for a caller
+        that reads it together with other flags."""
         for name, (env, step) in zip(self.fields, found):
             if env >= 0:
                 raise NonFiniteError(f"the env returned a non-finite {name} in iteration {iteration}, at env {env}, "

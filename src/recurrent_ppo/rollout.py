@@ -155,10 +155,17 @@ class RolloutCollector:
         buffer.truncated_values[envs, steps] = values  # rows past the truncated ones land where nothing reads
         self.truncation_overflow |= truncated.sum() > rows
 
-    def check(self) -> None:
-        """Raise if a rollout truncated more episodes than the env's `max_episode_steps` allows, or met an action
-        mask with no legal action (one host read: call it where the host waits for the device anyway)."""
-        overflow, no_legal = torch.stack([self.truncation_overflow, self.no_legal_action]).tolist()
+    def check(self, iteration: int = -1) -> None:
+        """Raise if the env returned a NaN or Inf during the rollout (NonFiniteError naming field, env, step and
+        `iteration`), met an action mask with no legal action, or truncated more episodes than the env's
+        `max_episode_steps` allows. One host read of every flag: call it where the host waits for the device
+        anyway."""
+        flags = [self.truncation_overflow.reshape(1), self.no_legal_action.reshape(1)]
+        if self.watch is not None:
+            flags.append(self.watch.first.reshape(-1))
+        overflow, no_legal, *first = torch.cat([flag.to(torch.int64) for flag in flags]).tolist()
+        if self.watch is not None:  # env outputs first: the likeliest cause of what follows
+            self.watch.report([first[i:i + 2] for i in range(0, len(first), 2)], iteration)
         if no_legal:
             raise mask_error(self.policy)
         if overflow:
@@ -169,11 +176,6 @@ class RolloutCollector:
                                f"before its limit")
 
     check_truncations = check
-
-    def check_env_outputs(self, iteration: int) -> None:
-        """Raise NonFiniteError if the env returned a NaN or Inf during this rollout (one host read)."""
-        if self.watch is not None:
-            self.watch.check(iteration)
 
     def carry(self) -> dict[str, object]:
         """What one rollout hands the next: the observation, the recurrent state, the episode starts."""

@@ -181,10 +181,9 @@ class Trainer:
         with record_function("update"):
             losses = self.updater.update(self.buffer, seq_len=cfg.seq_len, num_minibatches=cfg.num_minibatches,
                                          epochs=cfg.update_epochs)
-        # Env outputs first (the likeliest cause of a bad update), then the rollout's flags, then the update itself.
-        # The update's read has waited for the device already, so these reads cost no further wait.
-        self.collector.check_env_outputs(iteration)
-        self.collector.check()
+        # The rollout's flags (env outputs first), then the update itself. The update's read has waited for the
+        # device already, so this read costs no further wait.
+        self.collector.check(iteration)
         check_update(losses, iteration)
         if self.group.parallel:  # each process's means, averaged
             names = list(losses)
