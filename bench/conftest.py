@@ -100,6 +100,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             write(f"note: load average {load[0]:.1f} on {os.cpu_count()} cores at the start: other work shared the "
                   "machine, so these figures are pessimistic and noisy")
         _write_ratios(write, runs, "cleanrl")
+    suite = benchlib.THROUGHPUT.get("suite_rollout_step", {})
+    if suite:
+        terminalreporter.section("rollout step per task, vs stateless-cartpole's")
+        write(f"{_profile(config).train.num_envs} envs; median env-steps/s")
+        _write_ratios(write, suite, "stateless-cartpole")
     gae = benchlib.THROUGHPUT.get("gae", {})
     if gae:
         terminalreporter.section("GAE: providers vs the CleanRL-style loop")
@@ -112,8 +117,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 def _write_ratios(write, runs: dict[str, float], baseline_name: str) -> None:
     baseline = runs.get(baseline_name)
+    width = max(22, *map(len, runs))
     for provider, per_s in sorted(runs.items(), key=lambda kv: kv[0] != baseline_name):
         ratio = "" if baseline is None or provider == baseline_name else f"  {per_s / baseline:7.2f}x baseline"
-        write(f"  {provider:<22} {per_s:>14,.0f}{ratio}")
+        write(f"  {provider:<{width}} {per_s:>14,.0f}{ratio}")
     if baseline is None:
         write(f"  ({baseline_name} did not run in this session: no ratio)")

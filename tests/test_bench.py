@@ -64,7 +64,8 @@ def test_suites_record_expected_benchmarks(tiny_run):
     data, _ = tiny_run
     names = {b["name"] for b in data["benchmarks"]}
     expected = {"test_calibration", "test_gae[cleanrl_loop-N16-T8]", "test_rollout_step[off]", "test_ppo_step[off]",
-                "test_train_iteration[ours-off]", "test_train_iteration[cleanrl]"}
+                "test_train_iteration[ours-off]", "test_train_iteration[cleanrl]",
+                "test_suite_rollout_step[stateless-cartpole]", "test_suite_rollout_step[popgym/CountRecallEasy]"}
     assert expected <= names, f"missing benchmarks: {sorted(expected - names)}; got {sorted(names)}"
     assert not any("default" in n or "reduce-overhead" in n or "compiled" in n for n in names), \
         f"the tiny profile must run no compile modes, got {sorted(names)}"
@@ -95,6 +96,8 @@ def test_session_reports_ours_over_baseline(tiny_run):
     assert "ours vs CleanRL-style baseline" in stdout
     report = stdout.split("ours vs CleanRL-style baseline", 1)[1]
     assert "ours-off" in report and "x baseline" in report, report[:2000]
+    suite = stdout.split("rollout step per task, vs stateless-cartpole's", 1)[1]
+    assert "popgym/RepeatPreviousEasy" in suite and "x baseline" in suite, suite[:2000]
 
 
 def test_machine_id_is_a_safe_folder_name():
