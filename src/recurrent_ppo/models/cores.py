@@ -6,6 +6,11 @@ steps is one GEMM and each step adds one `[B, H] x [H, gates * H]` GEMM. Paramet
 match `nn.LSTM` / `nn.GRU` (`batch_first=True`), so state dicts load either way and, with no resets, outputs
 agree. Both take and return the recurrent state as a tuple of `[num_layers, B, H]` tensors: `(h, c)` for the
 LSTM, `(h,)` for the GRU.
+
+A core runs a sequence in one of two ways (`RecurrentCore.kernel`, a runtime choice outside the state dict):
+"unrolled", the per-step loop, the reference and the CPU path; or "fused", each layer's recurrence over all L
+steps in one Triton launch with the resets inside (recurrent_ppo.kernels.lstm_scan / gru_scan). One step (the
+rollout's) always runs the cell.
 """
 
 from __future__ import annotations
@@ -15,9 +20,25 @@ import math
 import torch
 from torch import nn
 
+from recurrent_ppo.kernels import rnn_common
+from recurrent_ppo.kernels.gru_scan import gru_scan
+from recurrent_ppo.kernels.lstm_scan import lstm_scan
+
 RecurrentState = tuple[torch.Tensor, ...]
 """The state of a core: `(h, c)` (LSTM) or `(h,)` (GRU), each `[num_layers, B, H]`."""
 HiddenState = RecurrentState
+
+RNN_KERNELS = ("unrolled", "fused")
+"""How a core runs a sequence: the per-step loop, or the fused Triton scan of each layer."""
+
+
+def fused_kernel_error(device: torch.device) -> str | None:
+    """Why the fused kernels cannot run on `device`, or None where they can (CUDA; CPU under TRITON_INTERPRET=1,
+    which runs Triton kernels in Python for tests)."""
+    if device.type == "cuda" or rnn_common.INTERPRETING:
+        return None
+    return (f"the fused recurrence runs Triton kernels, which need a CUDA device (or TRITON_INTERPRET=1 set before "
+            f"import, a slow test mode), and the device is {device}")
 
 
 class RecurrentCore(nn.Module):
@@ -28,6 +49,10 @@ class RecurrentCore(nn.Module):
 
     gates: int
     state_names: tuple[str, ...]
+    kernel: str = "unrolled"
+    """How `forward` runs a sequence of L > 1 steps: one of RNN_KERNELS (set with `use_kernel`)."""
+    tf32: bool = False
+    """Whether the fused scans compute their fp32 GEMMs on TF32 tensor cores."""
 
     def __init__(self, input_dim: int, hidden_dim: int, num_layers: int = 1) -> None:
         super().__init__()
@@ -52,6 +77,14 @@ class RecurrentCore(nn.Module):
         for param in self.parameters():
             nn.init.uniform_(param, -bound, bound)
 
+    def use_kernel(self, kernel: str, *, tf32: bool = False) -> RecurrentCore:
+        """Run sequences with `kernel` ("unrolled" or "fused"), the fused scans' fp32 GEMMs in TF32 if `tf32`.
+        A runtime choice: the parameters and the state dict do not change. Returns self."""
+        if kernel not in RNN_KERNELS:
+            raise ValueError(f"kernel={kernel!r} is not one of {RNN_KERNELS}")
+        self.kernel, self.tf32 = kernel, tf32
+        return self
+
     def layer_weights(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         return (getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}"),
                 getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
@@ -67,12 +100,23 @@ class RecurrentCore(nn.Module):
         the episode starts. Returns the new state; its first tensor is the layer's output."""
         raise NotImplementedError
 
+    def scan(self, gates_x: torch.Tensor, state: RecurrentState, keep: torch.Tensor, w_hh: torch.Tensor,
+             b_hh: torch.Tensor) -> tuple[torch.Tensor, RecurrentState]:
+        """One layer over all L steps in one fused launch: `gates_x [B, L, gates * H]`, `state` of `[B, H]`
+        tensors, `keep [B, L]` bool. Returns the outputs `[B, L, H]` and the final state, float32 (float64 for
+        float64 inputs) whatever the gates' dtype."""
+        raise NotImplementedError
+
     def forward(
         self, x: torch.Tensor, episode_starts: torch.Tensor, state: RecurrentState
     ) -> tuple[torch.Tensor, RecurrentState]:
         """Run `x [B, L, input_dim]` from `state`; where `episode_starts[b, t]` is true, the state of every
         layer is zeroed before step t. Returns the last layer's outputs `[B, L, H]` and the final state."""
         seq_len = x.shape[1]
+        # One step is one cell either way, and the rollout's step is already one graph (one CUDA graph) per step:
+        # the fused scan pays off over sequences, where it replaces L steps of small kernels with one launch.
+        if self.kernel == "fused" and seq_len > 1:
+            return self._fused_forward(x, episode_starts, state)
         keep = (~episode_starts).to(x.dtype).unsqueeze(-1)  # [B, L, 1]
         finals: list[list[torch.Tensor]] = [[] for _ in state]
         layer_input = x
@@ -85,6 +129,22 @@ class RecurrentCore(nn.Module):
                 layer_state = self.cell(gates_x[:, t], layer_state, keep[:, t], w_hh, b_hh)
                 outputs.append(layer_state[0])
             layer_input = torch.stack(outputs, dim=1)  # [B, L, H]
+            for final, part in zip(finals, layer_state):
+                final.append(part)
+        return layer_input, tuple(torch.stack(final) for final in finals)
+
+    def _fused_forward(self, x: torch.Tensor, episode_starts: torch.Tensor,
+                       state: RecurrentState) -> tuple[torch.Tensor, RecurrentState]:
+        """`forward` with each layer's recurrence in one fused scan, layer by layer as the loop runs them."""
+        keep = ~episode_starts  # [B, L] bool, as the scans take it
+        finals: list[list[torch.Tensor]] = [[] for _ in state]
+        layer_input = x
+        for layer in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)
+            gates_x = self.input_gates(layer_input, w_ih, b_ih, b_hh)  # [B, L, gates * H], all steps at once
+            # The recurrent GEMM in the input GEMM's dtype: bf16 under bf16 autocast, as autocast runs the other.
+            layer_input, layer_state = self.scan(gates_x, tuple(part[layer] for part in state), keep,
+                                                 w_hh.to(gates_x.dtype), b_hh)
             for final, part in zip(finals, layer_state):
                 final.append(part)
         return layer_input, tuple(torch.stack(final) for final in finals)
@@ -110,6 +170,10 @@ class LSTM(RecurrentCore):
         h = torch.sigmoid(o) * torch.tanh(c)
         return h, c
 
+    def scan(self, gates_x, state, keep, w_hh, b_hh):
+        h_seq, final = lstm_scan(gates_x, w_hh, *state, keep, kernel="triton", tf32=self.tf32)  # b_hh is in gates_x
+        return h_seq, final
+
 
 class GRU(RecurrentCore):
     """`nn.GRU`'s parameters and gate order (r, z, n), with b_hn inside r * (...) as nn.GRU has it; state `(h,)`.
@@ -134,6 +198,10 @@ class GRU(RecurrentCore):
         z = torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
         return ((1 - z) * n + z * h * keep,)
+
+    def scan(self, gates_x, state, keep, w_hh, b_hh):
+        h_seq, h_n = gru_scan(gates_x, w_hh, b_hh, state[0], keep, kernel="triton", tf32=self.tf32)
+        return h_seq, (h_n,)
 
 
 CORES: dict[str, type[RecurrentCore]] = {"lstm": LSTM, "gru": GRU}
