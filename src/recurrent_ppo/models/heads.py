@@ -19,7 +19,8 @@ from torch import nn
 from recurrent_ppo.spaces import ActionSpace, Box, Discrete, MultiDiscrete, action_storage, check_action_space
 
 MASKED = torch.finfo(torch.float32).min
-"""The logit of an illegal action: finite, so 0 * log p stays 0 and an all-illegal row gives no NaN."""
+"""The logit of an illegal action: finite, so 0 * log p stays 0 and an all-illegal row gives no NaN. Logits are
+float32 whatever the features' dtype: in bf16 this value rounds to -inf, and 0 * -inf is NaN."""
 
 
 def linear_layer(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
@@ -56,7 +57,7 @@ class CategoricalHead(nn.Module):
         self.linear = linear_layer(hidden_dim, space.n, 0.01)
 
     def log_probs(self, features: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        logits = self.linear(features)  # [..., n]
+        logits = self.linear(features).float()  # [..., n], float32 under bf16 autocast too (see MASKED)
         if mask is not None:
             logits = logits.masked_fill(~mask, MASKED)
         return torch.log_softmax(logits, dim=-1)
@@ -112,7 +113,7 @@ class MultiDiscreteHead(nn.Module):
         return ~self.padding if mask is None else self.pack(mask, False)
 
     def log_probs(self, features: torch.Tensor, legal: torch.Tensor) -> torch.Tensor:
-        logits = self.pack(self.linear(features), MASKED).masked_fill(~legal, MASKED)  # [..., K, max_n]
+        logits = self.pack(self.linear(features).float(), MASKED).masked_fill(~legal, MASKED)  # [..., K, max_n]
         return torch.log_softmax(logits, dim=-1)
 
     def sample(self, features, mask, deterministic=False):
