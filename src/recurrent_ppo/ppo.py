@@ -7,9 +7,12 @@ from typing import NamedTuple
 
 import torch
 
+from recurrent_ppo import spaces
 from recurrent_ppo.buffer import RolloutBuffer, SequenceBatch
-from recurrent_ppo.compile import compile_fn
+from recurrent_ppo.compile import compile_fn, cuda_graph_step_begin
+from recurrent_ppo.models.cores import RecurrentState, reset_state
 from recurrent_ppo.models.policy import EvaluateOutput, RecurrentPolicy
+from recurrent_ppo.spaces import Obs
 
 
 class LossTerms(NamedTuple):
@@ -64,20 +67,34 @@ class PPOUpdater:
     backward (AOTAutograd), then gradient clipping and the optimizer step. The optimizer stays outside the
     compiled graph: `Optimizer.step` graph-breaks by design, and compiling it gained little on CPU
     (docs/measurements.md). Loss terms are summed on the device and read once.
+
+    `precision="bf16"` runs the policy's forward under bf16 autocast; the log-ratios, the loss, the gradients and
+    Adam stay fp32. `refresh_hidden` recomputes the buffer's sequence-start states before every epoch after the
+    first (`refresh`).
     """
 
     def __init__(self, policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, *, clip_coef: float,
                  vf_coef: float, ent_coef: float, max_grad_norm: float, clip_vloss: bool = True,
                  norm_adv: bool = True, target_kl: float | None = None, compile_mode: str = "off",
                  compile_backend: str = "inductor",
-                 grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None) -> None:
+                 grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None, precision: str = "fp32",
+                 refresh_hidden: bool = False) -> None:
+        if precision not in ("fp32", "tf32", "bf16"):
+            raise ValueError(f"precision={precision!r} is not one of fp32, tf32, bf16")
         self.policy, self.optimizer = policy, optimizer
         self.grad_sync = grad_sync  # data-parallel: averages the gradients over processes before clipping
         self.loss_kwargs = dict(clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef, clip_vloss=clip_vloss,
                                 norm_adv=norm_adv)
         self.max_grad_norm = max_grad_norm
         self.params = [p for p in policy.parameters() if p.requires_grad]
+        self.device = self.params[0].device
+        self.bf16 = precision == "bf16"  # tf32 lives in the process's matmul precision and on the core
+        self.compile_mode = compile_mode
         self.loss = compile_fn(self._loss, compile_mode, compile_backend)
+        self.refresh_hidden = refresh_hidden
+        # Compiled per chunk of seq_len steps, not over the whole rollout: the graph is one sequence's forward
+        # whatever num_steps, and every chunk of the rollout replays it.
+        self._refresh_chunk = compile_fn(self._chunk_state, compile_mode, compile_backend)
         # target_kl: once a minibatch's approx KL passes it, the rest of the update runs with learning rate 0.
         # Decided on the device, so no minibatch waits for the host; those minibatches are still computed, and
         # Adam's moment estimates still see their gradients.
@@ -90,7 +107,13 @@ class PPOUpdater:
             self.base_lr = self.lr.detach().clone()
 
     def _loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
+        if self.bf16:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                out = self.policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
+            # The loss in fp32: autocast leaves the value head's output bf16 (the heads' log-probs are fp32 already).
+            out = out._replace(log_prob=out.log_prob.float(), value=out.value.float(), entropy=out.entropy.float())
+        else:
+            out = self.policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
         terms = ppo_loss(out, batch, **self.loss_kwargs)
         return terms.loss, torch.stack([t.detach() for t in terms])
 
@@ -115,10 +138,37 @@ class PPOUpdater:
         if self.target_kl is not None:
             self.kl_stopped.zero_()
             self.base_lr.copy_(self.lr)
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            if self.refresh_hidden and epoch > 0:  # the first epoch's states came from these very weights
+                self.refresh(buffer, seq_len)
             for batch in buffer.get_batched_sequences(seq_len, num_minibatches):
                 totals += self.step(batch)
         if self.target_kl is not None:
             self.lr.copy_(self.base_lr)
         means = (totals / (epochs * num_minibatches)).tolist()  # the update's one host read
         return dict(zip(UPDATE_METRICS, means))
+
+    @torch.no_grad()
+    def refresh(self, buffer: RolloutBuffer, seq_len: int) -> None:
+        """Recompute the state stored at each sequence start of `buffer` with the current weights: from the
+        state stored at step 0, run the policy over the rollout one seq_len chunk at a time, and store the state
+        fed into each next chunk's first step, after its reset, as the rollout stores it. The first chunk's state
+        stays (it came from the previous rollout). Training then starts each sequence from the state these
+        weights would reach, not the one the rollout's weights reached. No host sync; in fp32 whatever the
+        precision, as the rollout computed the states."""
+        if seq_len < 1 or buffer.num_steps % seq_len:
+            raise ValueError(f"seq_len={seq_len} must divide num_steps={buffer.num_steps}")
+        for start in range(seq_len, buffer.num_steps, seq_len):
+            chunk = slice(start - seq_len, start)
+            hidden = tuple(part[:, chunk.start].transpose(0, 1).contiguous() for part in buffer.hidden)
+            cuda_graph_step_begin(self.compile_mode, self.device)
+            state = self._refresh_chunk(spaces.map_obs(lambda x: x[:, chunk], buffer.obs), hidden,
+                                        buffer.episode_starts[:, chunk], buffer.episode_starts[:, start])
+            for stored, part in zip(buffer.hidden, state):
+                stored[:, start] = part.transpose(0, 1)
+
+    def _chunk_state(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor,
+                     next_starts: torch.Tensor) -> RecurrentState:
+        """The state fed into the step after `obs` (`[N, L, ...]`) from `hidden`, reset where `next_starts`."""
+        _, after = self.policy.features(obs, hidden, episode_starts)
+        return reset_state(after, next_starts)
