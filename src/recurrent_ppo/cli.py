@@ -21,7 +21,7 @@ import tyro
 
 from recurrent_ppo.config import PRESETS, TrainConfig
 
-TRAINER_KEYS = ("resolved_device", "resolved_compile_mode", "world_size")
+TRAINER_KEYS = ("resolved_device", "resolved_compile_mode", "resolved_rnn_kernel", "world_size")
 """What the trainer writes into config.json beside the TrainConfig fields."""
 
 PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
@@ -30,7 +30,8 @@ Config = Annotated[TrainConfig, tyro.conf.arg(name=""), tyro.conf.OmitArgPrefixe
 
 # What a resumed run may change: how long it runs and how, never what it trains (env, sizes, PPO settings).
 RESUMABLE = ("total_steps", "checkpoint_every", "eval_episodes", "progress", "device", "compile_mode",
-             "compile_backend", "matmul_precision", "log_every", "eval_every", "time_budget", "check_env_outputs")
+             "compile_backend", "matmul_precision", "rnn_kernel", "precision", "log_every", "eval_every",
+             "time_budget", "check_env_outputs")
 
 
 @dataclass
@@ -43,7 +44,8 @@ class Train:
     resume: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR")] = None
     """Continue the run in this folder from its checkpoint, with its configuration; only --total-steps,
     --checkpoint-every, --eval-episodes, --progress, --device, --compile-mode, --compile-backend,
-    --matmul-precision, --log-every, --eval-every, --time-budget and --check-env-outputs may change."""
+    --matmul-precision, --rnn-kernel, --precision, --log-every, --eval-every, --time-budget and
+    --check-env-outputs may change."""
     config_file: Annotated[str | None, tyro.conf.arg(name="config", metavar="FILE")] = None
     """Start from the configuration in FILE (a run's config.json); flags given beside it override it."""
     debug: bool = False

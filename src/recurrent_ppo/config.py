@@ -11,10 +11,12 @@ import torch
 
 from recurrent_ppo.compile import COMPILE_MODES
 from recurrent_ppo.envs import ENV_CHOICES, is_env_name
-from recurrent_ppo.models.cores import CORES
+from recurrent_ppo.models.cores import CORES, fused_kernel_error
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
 """The values torch.set_float32_matmul_precision takes."""
+RNN_KERNEL_CHOICES = ("auto", "fused", "unrolled")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass
@@ -79,6 +81,17 @@ class TrainConfig:
     """torch.compile backend; 'eager' or 'aot_eager' trace with fullgraph=True without generating code."""
     matmul_precision: Literal["highest", "high", "medium"] = "highest"
     """torch.set_float32_matmul_precision for the run: highest (fp32 GEMMs), high (TF32 on NVIDIA GPUs), medium."""
+    rnn_kernel: Literal["auto", "fused", "unrolled"] = "auto"
+    """How the core runs the update's sequences: fused (each layer's recurrence in one Triton launch, resets
+    inside; needs CUDA), unrolled (one step at a time, the reference), or auto: fused on CUDA, unrolled elsewhere.
+    The rollout's one step is the same cell either way; checkpoints load under either."""
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    """Arithmetic of the run: fp32; tf32 (fp32 GEMMs on TF32 tensor cores, as --matmul-precision high, and in the
+    fused scans; on CPU it changes nothing); bf16 (the update's forward under bf16 autocast, the loss, gradients
+    and Adam in fp32; the rollout stays fp32)."""
+    refresh_hidden: bool = False
+    """Before each epoch after the first, recompute the stored sequence-start states with the current weights
+    (one no-grad forward over the rollout), instead of training every epoch from the rollout's stale states."""
     checkpoint_every: int = 50
     """Iterations between checkpoints (written atomically over RUN_DIR/checkpoint.pt); 0: only at the end."""
     eval_episodes: int = 100
@@ -134,6 +147,23 @@ class TrainConfig:
             return self.compile_mode
         return "reduce-overhead" if device.type == "cuda" else "default"
 
+    def resolved_rnn_kernel(self, device: torch.device) -> str:
+        """The core's kernel on `device`: `auto` is fused on CUDA (one launch per layer instead of L steps of small
+        kernels; a choice still to be measured on a GPU, bench/rnn_compare.py) and unrolled elsewhere, where the
+        fused kernels cannot run. `fused` where it cannot run raises ValueError saying what to do."""
+        if self.rnn_kernel == "auto":
+            return "fused" if device.type == "cuda" else "unrolled"
+        if self.rnn_kernel == "fused" and (why := fused_kernel_error(device)) is not None:
+            raise ValueError(f"rnn_kernel='fused' cannot run: {why}; use --rnn-kernel unrolled (or auto), or run on "
+                             f"CUDA")
+        return self.rnn_kernel
+
+    def resolved_matmul_precision(self) -> str:
+        """torch.set_float32_matmul_precision for the run: precision tf32 asks for at least 'high' (TF32)."""
+        if self.precision == "tf32" and self.matmul_precision == "highest":
+            return "high"
+        return self.matmul_precision
+
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first invalid setting; returns self."""
         if not is_env_name(self.env):
@@ -173,9 +203,13 @@ class TrainConfig:
             raise ValueError(f"matmul_precision={self.matmul_precision!r} must be one of {MATMUL_PRECISIONS}")
         if self.compile_backend not in ("inductor", "eager", "aot_eager"):
             raise ValueError(f"compile_backend={self.compile_backend!r} must be inductor, eager or aot_eager")
+        if self.rnn_kernel not in RNN_KERNEL_CHOICES:
+            raise ValueError(f"rnn_kernel={self.rnn_kernel!r} must be one of {RNN_KERNEL_CHOICES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if self.run_dir and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
             raise ValueError(f"run_dir={self.run_dir!r} is a file, not a folder: give a folder for the run")
-        self.resolved_device()
+        self.resolved_rnn_kernel(self.resolved_device())
         return self
 
     def replace(self, **changes) -> TrainConfig:

@@ -75,11 +75,13 @@ class Trainer:
             raise ValueError(f"total_steps={cfg.total_steps} is less than one rollout of all "
                              f"{self.group.world_size} processes ({cfg.batch_size} steps each)")
         self.compile_mode = cfg.resolved_compile_mode(self.device)
-        torch.set_float32_matmul_precision(cfg.matmul_precision)  # process-wide, as torch has it
+        self.rnn_kernel = cfg.resolved_rnn_kernel(self.device)
+        torch.set_float32_matmul_precision(cfg.resolved_matmul_precision())  # process-wide, as torch has it
         torch.manual_seed(cfg.seed + self.group.rank)  # each process its own episodes; weights come from rank 0
         env = make_env(cfg.env, cfg.num_envs, self.device)
         self.policy = RecurrentPolicy(env.observation_space, env.action_space, cfg.hidden_dim, cfg.num_layers,
                                       cfg.core).to(self.device)
+        self.policy.core.use_kernel(self.rnn_kernel, tf32=cfg.precision == "tf32")  # not in the spec: a runtime choice
         self.policy_spec = self.policy.spec()
         distributed.broadcast_module(self.policy, self.group)
         # The learning rate is a tensor updated in place, so annealing never changes a traced constant;
@@ -100,7 +102,7 @@ class Trainer:
                                   ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
                                   clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv, target_kl=cfg.target_kl,
                                   grad_sync=self._average_gradients if self.group.parallel else None,
-                                  **compile_args)
+                                  precision=cfg.precision, refresh_hidden=cfg.refresh_hidden, **compile_args)
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
         self.global_step = 0
         self.start_iteration = 0
@@ -209,7 +211,8 @@ class Trainer:
                 (self.run_dir / name).unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device),
-                  "resolved_compile_mode": self.compile_mode, "world_size": self.group.world_size}
+                  "resolved_compile_mode": self.compile_mode, "resolved_rnn_kernel": self.rnn_kernel,
+                  "world_size": self.group.world_size}
         (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
 
     def _should_stop(self, stop: StopRequested | None, elapsed: float) -> str | None:
