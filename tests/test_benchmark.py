@@ -21,7 +21,8 @@ def test_results_tabulate_mean_and_std_over_seeds(tmp_path):
 
     def fake_train(cfg):
         final = finals[(cfg.env, cfg.seed)]
-        return SeedRun(cfg.seed, final, [100, 200], [0.5, 1.0], [0.0, final], sps=1000.0 * cfg.seed)
+        return SeedRun(cfg.seed, final, [100, 200], [0.5, 1.0], [0.0, final], sps=1000.0 * cfg.seed,
+                       train_return=final - 0.5)
 
     lines = []
     results = run_benchmark(["memory", "cartpole"], 2, TrainConfig(), tmp_path, say=lines.append, train=fake_train)
@@ -30,8 +31,9 @@ def test_results_tabulate_mean_and_std_over_seeds(tmp_path):
     assert rows[0]["final_return_mean"] == 2.0 and rows[0]["final_return_std"] == 1.0
     assert rows[0]["steps_to_reach"] == 200 and rows[0]["sps"] == 1500.0
     assert rows[1]["final_return_std"] == 0.0
+    assert rows[0]["train_return_mean"] == 1.5 and rows[0]["best_return_mean"] == 2.0, "means of 0.5, 2.5 and 1, 3"
     table = (tmp_path / "results.md").read_text().splitlines()
-    assert table[2].startswith("| memory | 2.000 +- 1.000 (n=2) |"), table
+    assert table[2].startswith("| memory | 2.000 +- 1.000 (n=2) | 1.500, 2.000 |"), table
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert len(lines) == 8 and lines[-1].startswith("[4/4] cartpole seed 2: final return 5.000"), lines
     assert results[1].runs[1].seed == 2

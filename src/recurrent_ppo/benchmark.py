@@ -2,7 +2,9 @@
 each learned: a tool for users, and a regression gate for learning quality (not a test).
 
 For each task: the final return (the deterministic evaluation at the end of training, or the last-100 training
-return when evaluation is off), its mean and std over seeds; the steps and wall-clock seconds to reach 90% of
+return when evaluation is off), its mean and std over seeds; the training return at the end (the sampling policy's
+last-100-episode mean) and the best one logged (POPGym's MMER, the maximum mean episodic reward over training);
+the steps and wall-clock seconds to reach 90% of
 the way from the first logged return to the best one (per seed, then averaged); steps/s. Written to OUT as
 results.json, results.md and curves.png (returns against steps and against wall-clock, one panel each).
 """
@@ -55,6 +57,14 @@ class SeedRun:
     seconds: list[float]
     returns: list[float]
     sps: float
+    train_return: float | None = None
+    """The mean return of the last training episodes (the sampling policy) at the end."""
+
+    @property
+    def best_return(self) -> float | None:
+        """The best mean training return logged: POPGym's MMER."""
+        finite = [r for r in self.returns if math.isfinite(r)]
+        return max(finite) if finite else None
 
     def reached(self) -> tuple[int | None, float | None]:
         """Steps and seconds at which the curve first reached REACH of the way from its first finite value to
@@ -85,8 +95,16 @@ class TaskResult:
             "final_return_std": statistics.pstdev(finals) if len(finals) > 1 else 0.0,
             "steps_to_reach": statistics.fmean(steps) if steps else None,
             "seconds_to_reach": statistics.fmean(seconds) if seconds else None,
+            "train_return_mean": mean_of(run.train_return for run in self.runs),
+            "best_return_mean": mean_of(run.best_return for run in self.runs),
             "sps": statistics.fmean(run.sps for run in self.runs), "memoryless_return": self.memoryless,
         }
+
+
+def mean_of(values) -> float | None:
+    """The mean of the values that are not None, or None if all are."""
+    known = [value for value in values if value is not None]
+    return statistics.fmean(known) if known else None
 
 
 def memoryless_return(task: str) -> float | None:
@@ -112,7 +130,7 @@ def train_once(cfg: TrainConfig) -> SeedRun:
     final = summary.get("eval_return_mean", summary["episode_return_mean"])
     return SeedRun(seed=cfg.seed, final_return=float(final), steps=[row["global_step"] for row in rows],
                    seconds=[row["time"] for row in rows], returns=[row["episode_return_mean"] for row in rows],
-                   sps=float(summary["sps"]))
+                   sps=float(summary["sps"]), train_return=float(summary["episode_return_mean"]))
 
 
 def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path,
@@ -144,11 +162,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     def number(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = ["| task | final return (mean +- std) | memoryless best | steps to 90% | seconds to 90% | steps/s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| task | final return (mean +- std) | training return: last, best | memoryless best | steps to 90% "
+             "| seconds to 90% | steps/s |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['task']} | {row['final_return_mean']:.3f} +- {row['final_return_std']:.3f} "
-                     f"(n={len(row['seeds'])}) | {number(row['memoryless_return'], '.3f')} | "
+                     f"(n={len(row['seeds'])}) | {number(row.get('train_return_mean'), '.3f')}, "
+                     f"{number(row.get('best_return_mean'), '.3f')} | {number(row['memoryless_return'], '.3f')} | "
                      f"{number(row['steps_to_reach'], ',.0f')} | {number(row['seconds_to_reach'], '.1f')} | "
                      f"{row['sps']:,.0f} |")
     return "\n".join(lines) + "\n"
