@@ -70,6 +70,8 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("compile_mode", [_mode_param(profile, m) for m in benchlib.COMPILE_MODES])
     if "train_provider" in metafunc.fixturenames:
         params = [_mode_param(profile, m, ("ours", m), f"ours-{m}") for m in benchlib.COMPILE_MODES]
+        cuda_only = [] if profile.device == "cuda" else [pytest.mark.skip(reason="rollout_graph: CUDA only")]
+        params.append(pytest.param(("ours-rollout-graph", "default"), id="ours-rollout-graph", marks=cuda_only))
         params.append(pytest.param(("cleanrl", benchlib.EAGER), id="cleanrl"))
         metafunc.parametrize("train_provider", params)
 

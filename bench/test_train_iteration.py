@@ -16,8 +16,9 @@ def test_train_iteration(benchmark, profile, train_provider, tmp_path):
     provider, compile_mode = train_provider
     compiled = compile_mode != benchlib.EAGER
     benchlib.fresh_state()
-    cfg = profile.train.replace(compile_mode=compile_mode, run_dir=str(tmp_path))
-    runner = Trainer(cfg) if provider == "ours" else CleanRLPPO(cfg)
+    cfg = profile.train.replace(compile_mode=compile_mode, run_dir=str(tmp_path),
+                                rollout_graph=provider == "ours-rollout-graph")
+    runner = CleanRLPPO(cfg) if provider == "cleanrl" else Trainer(cfg)
     device = cfg.resolved_device()
 
     benchmark.extra_info.update(provider=provider, compile_mode=compile_mode, num_envs=cfg.num_envs,

@@ -31,7 +31,7 @@ Config = Annotated[TrainConfig, tyro.conf.arg(name=""), tyro.conf.OmitArgPrefixe
 # What a resumed run may change: how long it runs and how, never what it trains (env, sizes, PPO settings).
 RESUMABLE = ("total_steps", "checkpoint_every", "eval_episodes", "progress", "device", "compile_mode",
              "compile_backend", "matmul_precision", "rnn_kernel", "precision", "log_every", "eval_every",
-             "time_budget", "check_env_outputs")
+             "time_budget", "check_env_outputs", "rollout_graph")
 
 
 @dataclass

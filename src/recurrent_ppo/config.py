@@ -92,6 +92,9 @@ class TrainConfig:
     refresh_hidden: bool = False
     """Before each epoch after the first, recompute the stored sequence-start states with the current weights
     (one no-grad forward over the rollout), instead of training every epoch from the rollout's stale states."""
+    rollout_graph: bool = False
+    """Capture the whole rollout (all num_steps compiled steps) in one CUDA graph after the first, and replay it
+    per iteration instead of one replay per step: CUDA and a device env only."""
     checkpoint_every: int = 50
     """Iterations between checkpoints (written atomically over RUN_DIR/checkpoint.pt); 0: only at the end."""
     eval_episodes: int = 100
@@ -209,7 +212,11 @@ class TrainConfig:
             raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         if self.run_dir and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
             raise ValueError(f"run_dir={self.run_dir!r} is a file, not a folder: give a folder for the run")
-        self.resolved_rnn_kernel(self.resolved_device())
+        device = self.resolved_device()
+        self.resolved_rnn_kernel(device)
+        if self.rollout_graph and device.type != "cuda":
+            raise ValueError(f"rollout_graph needs a CUDA device (the rollout is captured in a CUDA graph), not "
+                             f"{device}; leave --rollout-graph off here")
         return self
 
     def replace(self, **changes) -> TrainConfig:

@@ -36,6 +36,18 @@ def mask_error(policy: RecurrentPolicy) -> RuntimeError:
                         f"the env must leave at least one legal action for {policy.action_space}")
 
 
+def check_rollout_graph(env: VectorEnv, compile_mode: str) -> None:
+    """Raise ValueError unless the whole rollout can be one CUDA graph: a CUDA device env, compiled steps."""
+    if env.device.type != "cuda":
+        raise ValueError(f"rollout_graph captures the rollout in a CUDA graph and needs a CUDA device, not "
+                         f"{env.device}; leave it off on this device")
+    if env.steps_on_host:
+        raise ValueError(f"rollout_graph needs an env that steps on the device; {type(env).__name__} steps on the "
+                         f"host, which a CUDA graph cannot replay; leave it off for this env")
+    if compile_mode == "off":
+        raise ValueError("rollout_graph captures the compiled steps; it needs a compile mode other than off")
+
+
 class RolloutCollector:
     """Fills a RolloutBuffer with `num_steps` steps of all envs, carrying obs and recurrent state across rollouts.
 
@@ -43,20 +55,29 @@ class RolloutCollector:
     (docs/measurements.md), and it gives the rollout one kind of tensor throughout, so the compiled step is never
     re-traced for a normal/inference mix. Everything the step makes is an inference tensor; the buffer copies
     values out of them.
+
+    With `rollout_graph` (CUDA, a device env) the first rollout runs step by step and is then captured whole in
+    one CUDA graph, which every later rollout replays: one launch for all `num_steps` steps.
     """
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
                  *, reward_scale: float = 1.0, normalize_rewards: float | None = None, check_env_outputs: bool = True,
-                 compile_mode: str = "off",
-                 compile_backend: str = "inductor") -> None:
+                 compile_mode: str = "off", compile_backend: str = "inductor", rollout_graph: bool = False) -> None:
         self.policy, self.env, self.buffer, self.episodes = policy, env, buffer, episodes
         self.reward_scale = reward_scale
         # normalize_rewards: the discount whose return's std scales the rewards (RewardNormalizer), or None.
         self.reward_norm = (None if normalize_rewards is None
                             else RewardNormalizer(env.num_envs, normalize_rewards, env.device))
-        self.compile_mode = compile_mode
         self.device = env.device
         check_env_matches(policy, env)
+        if rollout_graph:
+            check_rollout_graph(env, compile_mode)
+            # The steps are compiled without CUDA graphs of their own: the whole rollout is captured in one
+            # (`capture_rollout`), replayed once per rollout instead of one replay per step.
+            compile_mode = "default"
+        self.compile_mode = compile_mode
+        self.capture_after_first = rollout_graph
+        self.rollout_graph: torch.cuda.CUDAGraph | None = None
         # What one step hands the next (obs, recurrent state, episode starts) lives in these tensors, overwritten
         # in place after every step. Under CUDA graphs a step's outputs are overwritten by the next replay, so they
         # cannot be fed back as inputs; carry tensors at fixed addresses can, without copies into the graph.
@@ -129,12 +150,30 @@ class RolloutCollector:
         self.buffer.reset()
         if self.watch is not None:
             self.watch.reset()
-        for _ in range(self.buffer.num_steps):
-            self.advance()
+        if self.rollout_graph is not None:
+            self.rollout_graph.replay()
+            self.buffer.pos = self.buffer.num_steps
+        else:
+            for _ in range(self.buffer.num_steps):
+                self.advance()
+            if self.capture_after_first:  # the steps are compiled and warm now: capture them for the next rollouts
+                self.rollout_graph = self.capture_rollout()
         if self.bootstrap_rows is not None:
             self._bootstrap_truncations()
         cuda_graph_step_begin(self.compile_mode, self.device)
         return self.last_value(self.obs, self.hidden, self.episode_starts).clone()
+
+    def capture_rollout(self) -> torch.cuda.CUDAGraph:
+        """Record `num_steps` compiled steps in one CUDA graph. Capturing runs nothing: the buffer, the env and the
+        carry are as they were, and each replay of the graph is one rollout. Every step reads and writes tensors
+        at fixed addresses (the carry, the buffer at its device-side step index, the env's state, the weights,
+        which the optimizer and checkpoint loads update in place), so a replay sees their current values."""
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize(self.device)
+        with torch.cuda.graph(graph):
+            for _ in range(self.buffer.num_steps):
+                self.step(self.obs, self.hidden, self.episode_starts)
+        return graph
 
     def _bootstrap_truncations(self) -> None:
         """Fill `truncated_values` where the rollout truncated: V(final obs) from the state after that step,

@@ -95,7 +95,7 @@ class Trainer:
         self.collector = RolloutCollector(self.policy, env, self.buffer, self.episodes,
                                           reward_scale=cfg.reward_scale, check_env_outputs=cfg.check_env_outputs,
                                           normalize_rewards=cfg.gamma if cfg.normalize_rewards else None,
-                                          **compile_args)
+                                          rollout_graph=cfg.rollout_graph, **compile_args)
         # Evaluation envs match the training batch, so compiled steps see the shapes they were traced with.
         self.evaluator = Evaluator(self.policy, make_env(cfg.env, cfg.num_envs, self.device), **compile_args)
         self.updater = PPOUpdater(self.policy, self.optimizer, clip_coef=cfg.clip_coef, vf_coef=cfg.vf_coef,
