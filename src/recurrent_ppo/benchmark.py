@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -125,6 +126,9 @@ def memoryless_return(task: str) -> float | None:
 def train_once(cfg: TrainConfig) -> SeedRun:
     from recurrent_ppo.trainer import Trainer
 
+    # Every run compiles the same functions of new modules; Dynamo would keep piling their guards on the same code
+    # objects until the recompile limit stops a later run (at the ninth task of a suite).
+    torch._dynamo.reset()
     summary = Trainer(cfg).train()
     rows = read_metrics(Path(cfg.run_dir) / "metrics.jsonl")
     final = summary.get("eval_return_mean", summary["episode_return_mean"])
