@@ -175,11 +175,11 @@ def fresh_counters():
 
 
 @needs_fused
-@pytest.mark.parametrize("kind", CORES)
-def test_compiled_update_holds_the_op_without_breaks_or_recompiles(kind):
+@pytest.mark.parametrize("kind,layers", [("lstm", 2), ("gru", 1)])
+def test_compiled_update_holds_the_op_without_breaks_or_recompiles(kind, layers):
     fresh_counters()
     torch.manual_seed(0)
-    policy = policy_of(kind, layers=2)
+    policy = policy_of(kind, layers=layers)
     buffer = filled_buffer(policy)
     graphs: dict[str, list] = {}
     updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), compile_mode="default",
@@ -190,8 +190,8 @@ def test_compiled_update_holds_the_op_without_breaks_or_recompiles(kind):
     assert all(torch.isfinite(torch.tensor(value)) for value in metrics.values()), metrics
     assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"]
     (forward,), (backward,) = graphs["forward"], graphs["backward"]
-    assert scan_calls(forward) == [f"recurrent_ppo.{kind}_scan_forward.default"] * 2, "one launch per layer"
-    assert scan_calls(backward) == [f"recurrent_ppo.{kind}_scan_backward.default"] * 2
+    assert scan_calls(forward) == [f"recurrent_ppo.{kind}_scan_forward.default"] * layers, "one launch per layer"
+    assert scan_calls(backward) == [f"recurrent_ppo.{kind}_scan_backward.default"] * layers
     torch._dynamo.reset()
 
 
@@ -240,7 +240,7 @@ def test_seed_contract_with_the_fused_kernel(kind, precision):
     # 1. initial_hidden() gives inference tensors.
     assert all(part.is_inference() for part in policy.initial_hidden(4))
     # 2. The rollout copies them into the buffer, which stays made of normal tensors.
-    buffer = filled_buffer(policy, compile_mode="default", compile_backend="aot_eager")
+    buffer = filled_buffer(policy)
     assert not any(part.is_inference() for part in buffer.hidden)
     # 3. Buffer -> compiled loss (the fused op inside) -> backward: finite gradients for every parameter.
     compiled = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), compile_mode="default",
@@ -288,11 +288,11 @@ def test_bf16_log_probs_track_the_rollout(kind, kernel, capsys):
 
 
 @needs_fused
-@pytest.mark.parametrize("kind", CORES)
-def test_bf16_update_compiles_with_an_fp32_loss(kind):
+def test_bf16_update_compiles_with_an_fp32_loss():
+    # The GRU here, the LSTM in the seed contract under bf16: both cores compiled with an fp32 loss.
     fresh_counters()
     torch.manual_seed(0)
-    policy = policy_of(kind)
+    policy = policy_of("gru")
     buffer = filled_buffer(policy)
     updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), compile_mode="default",
                          compile_backend="aot_eager", precision="bf16", **LOSS)  # fullgraph=True: a break raises
@@ -336,6 +336,7 @@ def straight_run_states(policy: RecurrentPolicy, buffer: RolloutBuffer) -> tuple
 @pytest.mark.parametrize("kernel", ["fused", "unrolled"])
 @pytest.mark.parametrize("kind", CORES)
 def test_refresh_stores_the_states_of_the_current_weights(kind, kernel):
+    fresh_counters()
     torch.manual_seed(0)
     policy = policy_of(kind, layers=2, kernel=kernel)
     buffer = filled_buffer(policy)
@@ -355,6 +356,8 @@ def test_refresh_stores_the_states_of_the_current_weights(kind, kernel):
         kept = buffer.episode_starts[:, starts]
         assert (changed[~kept] > 1e-3).all(), f"{name}: the new weights should change the carried states"
         assert (got[:, starts][kept] == 0).all(), f"{name}: a sequence that starts an episode starts at zero"
+    assert counters["stats"]["unique_graphs"] == 1, "every chunk of the rollout replays one compiled graph"
+    torch._dynamo.reset()
 
 
 @needs_fused
@@ -378,21 +381,16 @@ def tiny_config(tmp_path, **changes) -> TrainConfig:
 
 @needs_fused
 def test_trainer_iterations_refresh_with_the_fused_kernel(tmp_path):
-    fresh_counters()
-    trainer = Trainer(tiny_config(tmp_path, rnn_kernel="fused", refresh_hidden=True, compile_mode="default",
-                                  compile_backend="aot_eager"))
+    # Eager: the compiled refresh is the test above's.
+    trainer = Trainer(tiny_config(tmp_path, rnn_kernel="fused", refresh_hidden=True))
     assert trainer.policy.core.kernel == "fused"
     refreshes = []
     refresh = trainer.updater.refresh
     trainer.updater.refresh = lambda buffer, seq_len: (refreshes.append(seq_len), refresh(buffer, seq_len))
-    metrics = trainer.train_iteration(0)
-    with torch._dynamo.config.patch(error_on_recompile=True):  # the refresh's chunks share one graph
-        metrics = trainer.train_iteration(1)
+    for iteration in range(2):
+        metrics = trainer.train_iteration(iteration)
     assert refreshes == [4] * 4, "before each epoch but the first, every iteration"
     assert all(torch.isfinite(torch.tensor(value)) for value in metrics.values()), metrics
-    # The rollout step, the last value, the loss, and one refresh graph for every chunk of the rollout.
-    assert counters["stats"]["unique_graphs"] == 4 and not counters["recompiles"]
-    torch._dynamo.reset()
 
 
 # --- configuration, command line, checkpoints ---------------------------------------------------------------
