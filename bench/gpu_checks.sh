@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks in one run, for a lent GPU machine (bench/README.md):
 #   BUDGET_S=480 bash bench/gpu_checks.sh [env] [floor] [tests] [compile] [profile] [floor-compiled] [bench]
-#   (no part named: all seven, in that order; gpu-tests: the -m gpu tests alone; sweep: every scan-kernel config
+#   (no part named: all seven, in that order; rnn: the fused recurrence's tests, bench/rnn_compare.py and
+#   bench/iteration_variants.py; gpu-tests: the -m gpu tests alone; sweep: every scan-kernel config
 #   at every GAE size, bench/gae_lab/gae_sweep.py; tiles: the sweep, also rewriting kernels/gae_tiles.py with its
 #   fastest tiles (copied to $OUT); train: `make train`; MODES=off,default: the compile table's modes;
 #   SIZES=4096x128,...: the GAE sizes that sweep, tiles and floor run, all twelve by default; tiles keeps the
@@ -85,6 +86,11 @@ for part in $parts; do
              [ -f /tmp/gpu_profile/trace.json ] && gzip -c /tmp/gpu_profile/trace.json > "$out/profile_trace.json.gz" ;;
     bench)   run_part bench 90 600 "${warm_cache[@]}" $py -m pytest bench -q -p no:cacheprovider --benchmark-enable \
                -k "(train_iteration or rollout_step or ppo_step) and not default" --benchmark-json="$out/bench.json" ;;
+    rnn)     # the fused recurrence on the GPU: its tests, forward+backward against cuDNN, then the iteration variants
+             run_part rnn-tests 60 200 $py -m pytest -q -p no:cacheprovider tests/test_rnn_kernels.py \
+               tests/test_rnn_kernel_wiring.py tests/test_rollout_graph.py
+             run_part rnn-compare 60 240 $py bench/rnn_compare.py --out "$out/rnn_compare.json"
+             run_part variants 90 300 $py bench/iteration_variants.py --num-envs $num_envs --json "$out/variants.json" ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
 done

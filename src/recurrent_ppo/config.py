@@ -83,7 +83,8 @@ class TrainConfig:
     """torch.set_float32_matmul_precision for the run: highest (fp32 GEMMs), high (TF32 on NVIDIA GPUs), medium."""
     rnn_kernel: Literal["auto", "fused", "unrolled"] = "auto"
     """How the core runs the update's sequences: fused (each layer's recurrence in one Triton launch, resets
-    inside; needs CUDA), unrolled (one step at a time, the reference), or auto: fused on CUDA, unrolled elsewhere.
+    inside; needs CUDA), unrolled (one step at a time, the reference), or auto: unrolled until fused is measured on
+    a GPU.
     The rollout's one step is the same cell either way; checkpoints load under either."""
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     """Arithmetic of the run: fp32; tf32 (fp32 GEMMs on TF32 tensor cores, as --matmul-precision high, and in the
@@ -151,11 +152,12 @@ class TrainConfig:
         return "reduce-overhead" if device.type == "cuda" else "default"
 
     def resolved_rnn_kernel(self, device: torch.device) -> str:
-        """The core's kernel on `device`: `auto` is fused on CUDA (one launch per layer instead of L steps of small
-        kernels; a choice still to be measured on a GPU, bench/rnn_compare.py) and unrolled elsewhere, where the
-        fused kernels cannot run. `fused` where it cannot run raises ValueError saying what to do."""
+        """The core's kernel on `device`: `auto` is unrolled everywhere for now. The fused kernels have been run
+        only under the Triton interpreter; auto takes them on CUDA once bench/rnn_compare.py and
+        bench/iteration_variants.py have measured them there. `fused` where it cannot run raises ValueError
+        saying what to do."""
         if self.rnn_kernel == "auto":
-            return "fused" if device.type == "cuda" else "unrolled"
+            return "unrolled"
         if self.rnn_kernel == "fused" and (why := fused_kernel_error(device)) is not None:
             raise ValueError(f"rnn_kernel='fused' cannot run: {why}; use --rnn-kernel unrolled (or auto), or run on "
                              f"CUDA")
