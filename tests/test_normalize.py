@@ -5,7 +5,7 @@ import pytest
 import torch
 from gymnasium.wrappers.utils import RunningMeanStd as GymRunningMeanStd
 
-from recurrent_ppo.normalize import ObservationNormalizer, RewardNormalizer, RunningMeanStd
+from recurrent_ppo.normalize import BoxNormalizer, RewardNormalizer, RunningMeanStd
 from tests.helpers import assert_close
 
 
@@ -37,8 +37,8 @@ def test_reward_normalizer_follows_gymnasium_same_step_autoreset():
     assert_close(ours.returns, torch.from_numpy(accumulated), "accumulated returns")
 
 
-def test_observation_normalizer_standardizes_and_clips():
-    norm = ObservationNormalizer((2,), "cpu", clip=3.0)
+def test_box_normalizer_standardizes_and_clips():
+    norm = BoxNormalizer((2,), "cpu", clip=3.0)
     for _ in range(50):
         out = norm(torch.randn(64, 2) * torch.tensor([5.0, 0.1]) + torch.tensor([10.0, -1.0]))
     assert out.abs().max() <= 3.0

@@ -54,9 +54,11 @@ def run_record(run_dir: Path) -> tuple[list[dict], dict[str, torch.Tensor]]:
     return rows, read_checkpoint(run_dir)["policy"]
 
 
-@pytest.mark.parametrize("mode", ["off", "default"], ids=["eager", "inductor"])
-def test_a_killed_run_resumes_bitwise_as_the_uninterrupted_one(tmp_path, mode):
-    flags = ("--compile-mode", mode, "--total-steps", str(4 * 16 * 8), "--checkpoint-every", "3", "--no-progress")
+@pytest.mark.parametrize("mode,options", [("off", ()), ("default", ()), ("off", ("--normalize-obs",))],
+                         ids=["eager", "inductor", "eager-normalize-obs"])
+def test_a_killed_run_resumes_bitwise_as_the_uninterrupted_one(tmp_path, mode, options):
+    flags = ("--compile-mode", mode, "--total-steps", str(4 * 16 * 8), "--checkpoint-every", "3", "--no-progress",
+             *options)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     uninterrupted = train_process(whole, *flags)
     assert uninterrupted.wait(timeout=600) == 0, uninterrupted.communicate()

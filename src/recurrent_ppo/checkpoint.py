@@ -11,6 +11,8 @@ import torch
 
 from recurrent_ppo import spaces
 from recurrent_ppo.models.policy import RecurrentPolicy
+from recurrent_ppo.normalize import ObservationNormalizer
+from recurrent_ppo.snapshot import load_tensors
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -89,8 +91,23 @@ def seed_checkpoint_as_spec(state: dict[str, Any]) -> dict[str, Any]:
 
 def load_policy(path: str | Path, device: torch.device | str = "cpu") -> RecurrentPolicy:
     """Rebuild the policy saved by the trainer at `path` (a checkpoint file or its run folder), whatever its
-    spaces and core."""
+    spaces and core. A policy trained with normalize_obs acts on normalized observations: pass them through
+    `load_obs_normalizer(path)` first."""
     state = read_checkpoint(path, device)
     policy = RecurrentPolicy.from_spec(state["policy_spec"])
     policy.load_state_dict(state["policy"])
     return policy.to(device)
+
+
+def load_obs_normalizer(path: str | Path, device: torch.device | str = "cpu") -> ObservationNormalizer | None:
+    """The observation normalizer of the run saved at `path`, with the statistics it had at the checkpoint, to
+    apply frozen (`update=False`) to what its policy sees; None for a run that did not normalize observations."""
+    state = read_checkpoint(path, device)
+    if not state["config"].get("normalize_obs", False):
+        return None
+    if "obs_norm" not in state:
+        raise CheckpointError(f"{path}: the run normalized observations (normalize_obs), but its checkpoint holds "
+                              f"no observation statistics, without which its policy cannot be evaluated")
+    normalizer = ObservationNormalizer(spaces.from_data(state["policy_spec"]["obs_space"]), device)
+    load_tensors(normalizer, state["obs_norm"], "observation normalizer")
+    return normalizer

@@ -256,7 +256,7 @@ def train_command(args: Train, saved: dict | None) -> int:
 def eval_command(args: Eval) -> int:
     import torch
 
-    from recurrent_ppo.checkpoint import load_policy, read_checkpoint
+    from recurrent_ppo.checkpoint import load_obs_normalizer, load_policy, read_checkpoint
     from recurrent_ppo.envs import make_env
     from recurrent_ppo.rollout import Evaluator
 
@@ -268,7 +268,9 @@ def eval_command(args: Eval) -> int:
     device = cfg.resolved_device()
     torch.manual_seed(cfg.seed)
     policy = load_policy(args.path, device)
-    evaluator = Evaluator(policy, make_env(cfg.env, cfg.num_envs, device), compile_mode=args.compile_mode)
+    # A policy trained on normalized observations sees them normalized by the run's statistics, frozen.
+    evaluator = Evaluator(policy, make_env(cfg.env, cfg.num_envs, device), compile_mode=args.compile_mode,
+                          obs_norm=load_obs_normalizer(args.path, device))
     returns = evaluator.episode_returns(args.episodes).double()
     spread = f" +- {returns.std():.2f}" if args.episodes > 1 else ""
     print(f"{cfg.env}: deterministic evaluation over {args.episodes} episodes on {device}: "

@@ -68,6 +68,11 @@ class TrainConfig:
     normalize_rewards: bool = True
     """Divide rewards by the running std of the discounted return (per env, on the device, as gymnasium's
     NormalizeReward), so value targets stay near unit scale whatever the env's reward scale."""
+    normalize_obs: bool = False
+    """Standardize every floating-point Box observation (each leaf of a Dict or Tuple too) by its running mean and
+    std, updated with every rollout step's observations and clipped to +-10, as gymnasium's NormalizeObservation
+    with CleanRL's clip; integer, image, Discrete, MultiDiscrete, MultiBinary and action-mask leaves stay as the
+    env gives them. The statistics are checkpointed and applied, frozen, in evaluation."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before GAE, after normalization (logged returns stay unscaled)."""
     max_grad_norm: float = 0.5

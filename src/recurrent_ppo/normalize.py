@@ -2,12 +2,15 @@
 running mean and std, as gymnasium's NormalizeReward / NormalizeObservation (and CleanRL) do.
 
 The statistics are device tensors updated in place, so a compiled (CUDA-graphed) rollout step updates them with
-no host involvement; `state_dict`/`load_state_dict` carry them in checkpoints.
+no host involvement; checkpoints carry them (`snapshot.save_tensors`).
 """
 
 from __future__ import annotations
 
 import torch
+
+from recurrent_ppo import spaces
+from recurrent_ppo.spaces import Obs
 
 
 class RunningMeanStd:
@@ -70,9 +73,9 @@ class RewardNormalizer:
         self.stats.load_state_dict({k.removeprefix("stats."): v for k, v in state.items() if k.startswith("stats.")})
 
 
-class ObservationNormalizer:
+class BoxNormalizer:
     """`(obs - mean) / sqrt(var + epsilon)`, clipped to +-clip, with the running statistics of every observation
-    seen (gymnasium's NormalizeObservation with CleanRL's clip), for Box observations of `shape`."""
+    seen (gymnasium's NormalizeObservation with CleanRL's clip), for one Box leaf of `shape`."""
 
     def __init__(self, shape: tuple[int, ...], device: torch.device | str, *, clip: float = 10.0,
                  epsilon: float = 1e-8) -> None:
@@ -91,3 +94,37 @@ class ObservationNormalizer:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.stats.load_state_dict(state)
+
+
+def normalized_leaves(space: spaces.Space) -> list[str]:
+    """The paths of the leaves that observation normalization standardizes: every floating-point Box but the
+    action mask. Integer Boxes, uint8 images, Discrete, MultiDiscrete and MultiBinary leaves are counts, pixels,
+    ids and flags, which their encoders scale already and whose values the policy may compare exactly."""
+    return [path for path, leaf in spaces.leaves(space).items()
+            if isinstance(leaf, spaces.Box) and leaf.torch_dtype.is_floating_point and path != spaces.ACTION_MASK]
+
+
+class ObservationNormalizer:
+    """Observations of `space` with every floating-point Box leaf (`normalized_leaves`) standardized by its own
+    running statistics (BoxNormalizer); the other leaves pass through untouched. Raises ValueError when `space`
+    has no such leaf."""
+
+    def __init__(self, space: spaces.Space, device: torch.device | str, *, clip: float = 10.0,
+                 epsilon: float = 1e-8) -> None:
+        self.paths = normalized_leaves(space)
+        if not self.paths:
+            raise ValueError(f"observation normalization standardizes floating-point Box observations, and the "
+                             f"observation space {space} has none; turn normalize_obs off for this env")
+        leaves = spaces.leaves(space)
+        self.norms = [BoxNormalizer(spaces.storage(leaves[path])[0], device, clip=clip, epsilon=epsilon)
+                      for path in self.paths]
+
+    def __call__(self, obs: Obs, update: bool = True) -> Obs:
+        """`obs` (a tensor, or a `{path: tensor}` dict) normalized; with `update`, each normalized leaf is first
+        merged into its statistics."""
+        if not isinstance(obs, dict):  # a lone Box leaf
+            return self.norms[0](obs, update)
+        normalized = dict(obs)
+        for path, norm in zip(self.paths, self.norms):
+            normalized[path] = norm(obs[path], update)
+        return normalized

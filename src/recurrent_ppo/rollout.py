@@ -10,7 +10,7 @@ from recurrent_ppo.compile import compile_fn, compile_step, cuda_graph_step_begi
 from recurrent_ppo.envs import StepResult, VectorEnv
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.finite import EnvOutputWatch
-from recurrent_ppo.normalize import RewardNormalizer
+from recurrent_ppo.normalize import ObservationNormalizer, RewardNormalizer
 from recurrent_ppo.models.cores import RecurrentState, reset_state
 from recurrent_ppo.models.policy import ActionOutput, RecurrentPolicy
 from recurrent_ppo.spaces import Obs
@@ -61,13 +61,18 @@ class RolloutCollector:
     """
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
-                 *, reward_scale: float = 1.0, normalize_rewards: float | None = None, check_env_outputs: bool = True,
-                 compile_mode: str = "off", compile_backend: str = "inductor", rollout_graph: bool = False) -> None:
+                 *, reward_scale: float = 1.0, normalize_rewards: float | None = None, normalize_obs: bool = False,
+                 check_env_outputs: bool = True, compile_mode: str = "off", compile_backend: str = "inductor",
+                 rollout_graph: bool = False) -> None:
         self.policy, self.env, self.buffer, self.episodes = policy, env, buffer, episodes
         self.reward_scale = reward_scale
         # normalize_rewards: the discount whose return's std scales the rewards (RewardNormalizer), or None.
         self.reward_norm = (None if normalize_rewards is None
                             else RewardNormalizer(env.num_envs, normalize_rewards, env.device))
+        # Observations are normalized as the env hands them over, before the policy reads them and the buffer
+        # stores them, as gymnasium's NormalizeObservation wraps an env: the policy acts on, the buffer trains on
+        # and the truncation bootstrap values the same normalized observations, and the carry holds them.
+        self.obs_norm = ObservationNormalizer(env.observation_space, env.device) if normalize_obs else None
         self.device = env.device
         check_env_matches(policy, env)
         if rollout_graph:
@@ -84,6 +89,7 @@ class RolloutCollector:
         with torch.inference_mode():
             self.obs = env.reset()
             spaces.check_obs(env.observation_space, self.obs, f"{type(env).__name__}.reset()")
+            self.obs = self._normalized(self.obs)
             self.hidden = policy.initial_hidden(env.num_envs)
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
             self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
@@ -123,12 +129,21 @@ class RolloutCollector:
         act = self.policy.get_action(obs, hidden_in, episode_starts)
         return hidden_in, act, self.policy.env_action(act.action)
 
+    def _normalized(self, obs: Obs, update: bool = True) -> Obs:
+        """`obs` as the policy sees it: normalized (merged into the statistics first, with `update`) when the
+        collector normalizes observations, else as it is."""
+        return obs if self.obs_norm is None else self.obs_norm(obs, update)
+
     def _record(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor, hidden_in: RecurrentState,
                 act: ActionOutput, result: StepResult) -> None:
+        # As gymnasium's wrapper over a same-step-autoreset vector env: the returned observations (reset ones where
+        # an episode ended) update the statistics; the final ones are normalized by them, without an update.
+        next_obs = self._normalized(result.obs)
+        final_obs = self._normalized(result.final_obs, update=False)
         if self.bootstrap_rows is None:  # bootstrap of a time-limit cut: V(final obs) from the state after the step
-            truncated_values, final_obs = self.policy.get_value(result.final_obs, act.hidden, self.no_starts), None
+            truncated_values, final_obs = self.policy.get_value(final_obs, act.hidden, self.no_starts), None
         else:  # after the rollout, from what the buffer keeps
-            truncated_values, final_obs = None, result.final_obs
+            truncated_values = None
         done = result.terminated | result.truncated
         if self.watch is not None:  # the observation after the step and the reset one: a sum is finite iff both are
             after, fresh = spaces.obs_tensors(result.final_obs), spaces.obs_tensors(result.obs)
@@ -142,7 +157,7 @@ class RolloutCollector:
                           truncated=result.truncated, truncated_values=truncated_values,
                           episode_starts=episode_starts, hidden=hidden_in, final_obs=final_obs)
         carry_over((*spaces.obs_tensors(obs), *hidden, episode_starts),
-                   (*spaces.obs_tensors(result.obs), *act.hidden, done))
+                   (*spaces.obs_tensors(next_obs), *act.hidden, done))
 
     @torch.inference_mode()
     def collect(self) -> torch.Tensor:
@@ -222,9 +237,11 @@ class RolloutCollector:
 
     @torch.inference_mode()
     def restart(self) -> None:
-        """Start fresh episodes: reset the env, zero the recurrent state, mark every env as starting."""
+        """Start fresh episodes: reset the env, zero the recurrent state, mark every env as starting. The reset
+        observations are normalized and update the statistics, as a first reset does."""
         carry_over((*spaces.obs_tensors(self.obs), *self.hidden),
-                   (*spaces.obs_tensors(self.env.reset()), *self.policy.initial_hidden(self.env.num_envs)))
+                   (*spaces.obs_tensors(self._normalized(self.env.reset())),
+                    *self.policy.initial_hidden(self.env.num_envs)))
         self.episode_starts.fill_(True)
 
     def advance(self) -> None:
@@ -235,12 +252,15 @@ class RolloutCollector:
 
 
 class Evaluator:
-    """Mean return of fresh episodes under the deterministic policy, on an env of its own."""
+    """Mean return of fresh episodes under the deterministic policy, on an env of its own.
+
+    `obs_norm`: the training run's observation normalizer, for a policy trained on normalized observations;
+    evaluation applies its statistics frozen (never updates them), as the run's checkpoint holds them."""
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, *, compile_mode: str = "off",
-                 compile_backend: str = "inductor") -> None:
+                 compile_backend: str = "inductor", obs_norm: ObservationNormalizer | None = None) -> None:
         check_env_matches(policy, env)
-        self.policy, self.env = policy, env
+        self.policy, self.env, self.obs_norm = policy, env, obs_norm
         self.compile_mode = compile_mode
         # Step-to-step carry in place, as in RolloutCollector (CUDA graphs overwrite a step's outputs).
         with torch.inference_mode():
@@ -258,6 +278,10 @@ class Evaluator:
         return result.obs, act.hidden, result.terminated | result.truncated, result.reward
 
     def _act(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor):
+        # Frozen statistics give the same result wherever they are applied: here, in the part that is compiled for
+        # host envs too, so the carry keeps the env's own observations.
+        if self.obs_norm is not None:
+            obs = self.obs_norm(obs, update=False)
         act = self.policy.get_action(obs, hidden, episode_starts, deterministic=True)
         return act, self.policy.env_action(act.action)
 

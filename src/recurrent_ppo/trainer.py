@@ -95,9 +95,12 @@ class Trainer:
         self.collector = RolloutCollector(self.policy, env, self.buffer, self.episodes,
                                           reward_scale=cfg.reward_scale, check_env_outputs=cfg.check_env_outputs,
                                           normalize_rewards=cfg.gamma if cfg.normalize_rewards else None,
+                                          normalize_obs=cfg.normalize_obs,
                                           rollout_graph=cfg.rollout_graph, **compile_args)
         # Evaluation envs match the training batch, so compiled steps see the shapes they were traced with.
-        self.evaluator = Evaluator(self.policy, make_env(cfg.env, cfg.num_envs, self.device), **compile_args)
+        # It reads the collector's observation statistics, frozen, as they stand when it runs.
+        self.evaluator = Evaluator(self.policy, make_env(cfg.env, cfg.num_envs, self.device),
+                                   obs_norm=self.collector.obs_norm, **compile_args)
         self.updater = PPOUpdater(self.policy, self.optimizer, clip_coef=cfg.clip_coef, vf_coef=cfg.vf_coef,
                                   ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
                                   clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv, target_kl=cfg.target_kl,
@@ -115,10 +118,10 @@ class Trainer:
 
         A checkpoint holds everything the next iteration reads: weights, optimizer, the torch generators, the
         device env's state, the rollout's carry (observations, recurrent state, episode starts), the episode
-        statistics, the reward normalizer's statistics, step and iteration counts. From it a single-process run on device envs goes on exactly as
-        the uninterrupted run would (`resumed_exactly`). A host (gymnasium) env cannot be snapshotted, so it is
-        reseeded from the seed and the iteration and starts fresh episodes; data-parallel runs keep rank 0's
-        state only, so every process reseeds the same way."""
+        statistics, the reward and observation normalizers' statistics, step and iteration counts. From it a
+        single-process run on device envs goes on exactly as the uninterrupted run would (`resumed_exactly`). A
+        host (gymnasium) env cannot be snapshotted, so it is reseeded from the seed and the iteration and starts
+        fresh episodes; data-parallel runs keep rank 0's state only, so every process reseeds the same way."""
         if state["policy_spec"] != self.policy_spec:
             raise ValueError(f"the checkpoint's policy {state['policy_spec']} does not match this run's "
                              f"{self.policy_spec}")
@@ -135,6 +138,11 @@ class Trainer:
         exact = "rng" in state and not self.group.parallel
         if collector.reward_norm is not None and "reward_norm" in state:
             load_tensors(collector.reward_norm, state["reward_norm"], "reward normalizer")
+        if collector.obs_norm is not None:  # before restart(), whose reset observations it normalizes
+            if "obs_norm" not in state:
+                raise ValueError("the run normalizes observations (normalize_obs), but its checkpoint holds no "
+                                 "observation statistics to go on with")
+            load_tensors(collector.obs_norm, state["obs_norm"], "observation normalizer")
         if exact:
             load_tensors(self.episodes, state["episodes"], "episode statistics")
             if not collector.env.steps_on_host:
@@ -308,6 +316,8 @@ class Trainer:
                  "rng": rng_state(self.device), "episodes": save_tensors(self.episodes)}
         if collector.reward_norm is not None:
             state["reward_norm"] = save_tensors(collector.reward_norm)
+        if collector.obs_norm is not None:
+            state["obs_norm"] = save_tensors(collector.obs_norm)
         if not collector.env.steps_on_host:
             state.update(env=save_tensors(collector.env), carry=save_tensors(collector.carry()))
         return save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
