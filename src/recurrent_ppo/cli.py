@@ -269,8 +269,8 @@ def eval_command(args: Eval) -> int:
     torch.manual_seed(cfg.seed)
     policy = load_policy(args.path, device)
     # A policy trained on normalized observations sees them normalized by the run's statistics, frozen.
-    evaluator = Evaluator(policy, make_env(cfg.env, cfg.num_envs, device), compile_mode=args.compile_mode,
-                          obs_norm=load_obs_normalizer(args.path, device))
+    env = make_env(cfg.env, cfg.num_envs, device, previous_action=cfg.previous_action)
+    evaluator = Evaluator(policy, env, compile_mode=args.compile_mode, obs_norm=load_obs_normalizer(args.path, device))
     returns = evaluator.episode_returns(args.episodes).double()
     spread = f" +- {returns.std():.2f}" if args.episodes > 1 else ""
     print(f"{cfg.env}: deterministic evaluation over {args.episodes} episodes on {device}: "

@@ -73,6 +73,9 @@ class TrainConfig:
     std, updated with every rollout step's observations and clipped to +-10, as gymnasium's NormalizeObservation
     with CleanRL's clip; integer, image, Discrete, MultiDiscrete, MultiBinary and action-mask leaves stay as the
     env gives them. The statistics are checkpointed and applied, frozen, in evaluation."""
+    previous_action: bool = False
+    """Add the action the env took at the previous step, and a first-step flag, to the observation, as POPGym's
+    baselines do (its PreviousAction and Antialias wrappers): the policy then knows what it sampled."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before GAE, after normalization (logged returns stay unscaled)."""
     max_grad_norm: float = 0.5

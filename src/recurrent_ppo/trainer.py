@@ -78,7 +78,7 @@ class Trainer:
         self.rnn_kernel = cfg.resolved_rnn_kernel(self.device)
         torch.set_float32_matmul_precision(cfg.resolved_matmul_precision())  # process-wide, as torch has it
         torch.manual_seed(cfg.seed + self.group.rank)  # each process its own episodes; weights come from rank 0
-        env = make_env(cfg.env, cfg.num_envs, self.device)
+        env = make_env(cfg.env, cfg.num_envs, self.device, previous_action=cfg.previous_action)
         self.policy = RecurrentPolicy(env.observation_space, env.action_space, cfg.hidden_dim, cfg.num_layers,
                                       cfg.core).to(self.device)
         self.policy.core.use_kernel(self.rnn_kernel, tf32=cfg.precision == "tf32")  # not in the spec: a runtime choice
@@ -99,8 +99,8 @@ class Trainer:
                                           rollout_graph=cfg.rollout_graph, **compile_args)
         # Evaluation envs match the training batch, so compiled steps see the shapes they were traced with.
         # It reads the collector's observation statistics, frozen, as they stand when it runs.
-        self.evaluator = Evaluator(self.policy, make_env(cfg.env, cfg.num_envs, self.device),
-                                   obs_norm=self.collector.obs_norm, **compile_args)
+        eval_env = make_env(cfg.env, cfg.num_envs, self.device, previous_action=cfg.previous_action)
+        self.evaluator = Evaluator(self.policy, eval_env, obs_norm=self.collector.obs_norm, **compile_args)
         self.updater = PPOUpdater(self.policy, self.optimizer, clip_coef=cfg.clip_coef, vf_coef=cfg.vf_coef,
                                   ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
                                   clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv, target_kl=cfg.target_kl,

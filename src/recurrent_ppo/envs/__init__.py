@@ -14,6 +14,7 @@ from recurrent_ppo.envs.masked_choice import MaskedChoice
 from recurrent_ppo.envs.memory import CueMemory
 from recurrent_ppo.envs.pendulum import Pendulum
 from recurrent_ppo.envs.popgym import POPGYM_ENVS
+from recurrent_ppo.envs.previous_action import PreviousAction
 
 ENVS: dict[str, Callable[[int, torch.device], VectorEnv]] = {
     "cartpole": lambda num_envs, device: CartPole(num_envs, device),
@@ -34,16 +35,19 @@ def is_env_name(name: str) -> bool:
     return name in ENVS or (name.startswith(GYM_PREFIX) and len(name) > len(GYM_PREFIX))
 
 
-def make_env(name: str, num_envs: int, device: torch.device | str) -> VectorEnv:
+def make_env(name: str, num_envs: int, device: torch.device | str, *, previous_action: bool = False) -> VectorEnv:
     """Build the vectorized env `name` with `num_envs` copies on `device`: one of `ENVS`, or `gym:<id>` for the
-    gymnasium env `<id>`, seeded from torch's global generator (so `torch.manual_seed` fixes its episodes too)."""
+    gymnasium env `<id>`, seeded from torch's global generator (so `torch.manual_seed` fixes its episodes too).
+    `previous_action` adds the previous action and a first-step flag to its observation (`PreviousAction`)."""
     if not is_env_name(name):
         raise ValueError(f"unknown env {name!r}; choose {ENV_CHOICES}")
     if name.startswith(GYM_PREFIX):
         seed = int(torch.randint(0, 2**31 - num_envs, ()))
-        return GymVectorEnv(name[len(GYM_PREFIX):], num_envs, torch.device(device), seed=seed)
-    return ENVS[name](num_envs, torch.device(device))
+        env = GymVectorEnv(name[len(GYM_PREFIX):], num_envs, torch.device(device), seed=seed)
+    else:
+        env = ENVS[name](num_envs, torch.device(device))
+    return PreviousAction(env) if previous_action else env
 
 
-__all__ = ["ENVS", "ENV_CHOICES", "CartPole", "CueMemory", "GymVectorEnv", "StepResult", "VectorEnv", "is_env_name",
-           "make_env"]
+__all__ = ["ENVS", "ENV_CHOICES", "CartPole", "CueMemory", "GymVectorEnv", "PreviousAction", "StepResult", "VectorEnv",
+           "is_env_name", "make_env"]
