@@ -166,15 +166,26 @@ def battleship_inject(env, i, ref):
 
 
 def battleship_policy(env):
-    """Env 0 shoots ship squares (some twice) with a few misses (it sinks all: terminated), the others at random
-    (truncated)."""
+    """Env 0 works through its ship squares in order, re-shooting the last one hit now and then and shooting at
+    random otherwise (it sinks all: terminated); env 1 shoots at random but never at one of its ship squares (it
+    cannot sink all: truncated). Both see hits, misses and repeated shots."""
     random = random_actions(env)
+    progress: dict[bytes, list] = {}  # env 0's board -> the ship squares it has shot, in order
 
     def policy(t, refs):
         actions = random(t, refs)
-        if float(torch.rand(())) < 0.8:
-            ships = np.argwhere(refs[0].board == 1)
-            actions[0] = torch.from_numpy(ships[int(torch.randint(len(ships), ()))])
+        board = refs[0].board
+        done = progress.setdefault(board.tobytes(), [])
+        left = [tuple(square) for square in np.argwhere(board == 1) if tuple(square) not in done]
+        draw = float(torch.rand(()))
+        if draw < 0.7 and left:
+            done.append(left[0])
+            actions[0] = torch.tensor(left[0])
+        elif draw < 0.8 and done:
+            actions[0] = torch.tensor(done[-1])  # a second shot at a hit square: a miss
+        spared = tuple(np.argwhere(refs[1].board == 1)[-1])
+        if tuple(actions[1].tolist()) == spared:
+            actions[1] = torch.tensor(np.argwhere(refs[1].board == 0)[0])
         return actions
 
     return policy
@@ -211,6 +222,25 @@ def test_battleship_boards_are_distributed_as_popgym(level):
         a, c = ours[:, ring == r].mean(1), theirs[:, ring == r].mean(1)  # per board
         gap, se = float(a.mean() - c.mean()), math.sqrt(a.var() / 4000 + c.var() / 600)
         assert abs(gap) < 5 * se, f"ring {r}: {float(a.mean()):.4f} vs popgym {float(c.mean()):.4f}"
+
+
+def test_each_episode_starts_from_a_board_of_its_own():
+    """The next boards are drawn a share of the envs per step: an oracle that sinks every ship in the fewest shots
+    (12, the shortest episode) still starts every episode on a new, whole board."""
+    torch.manual_seed(0)
+    env = Battleship(10, board_size=8)
+    env.reset()
+    starts = [[board.clone()] for board in env.state["ships"]]
+    for _ in range(12 * 6):
+        left = env.state["ships"] & ~env.state["shot"]
+        square = left.float().argmax(1)  # the first ship square not yet shot
+        result = env.step(torch.stack([square // 8, square % 8], dim=1))
+        assert (result.reward > 0).all(), "every shot of the oracle hits"
+        for i in result.terminated.nonzero().flatten().tolist():
+            starts[i].append(env.state["ships"][i].clone())
+    for boards in starts:
+        assert len(boards) == 7 and all(int(board.sum()) == 12 for board in boards)
+        assert len({tuple(board.tolist()) for board in boards}) == len(boards), "no board serves two episodes"
 
 
 def test_one_ship_is_placed_uniformly():

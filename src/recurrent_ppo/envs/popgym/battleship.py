@@ -21,7 +21,7 @@ DIFFICULTIES = {"Easy": {"board_size": 8}, "Medium": {"board_size": 10}, "Hard":
 class Battleship(BlankStart, AutoResetEnv):
     """`num_envs` copies; observation hit (1) or miss (0) (Discrete(2), 0 at the start), action a square `[row,
     column]` (MultiDiscrete([board_size] * 2)). State: `ships`, `shot [N, board_size^2]` bool, `hits [N]`,
-    `elapsed [N]`."""
+    `elapsed [N]`, and the next episodes' boards `ready` with the turn `tick` of their refresh."""
 
     observation_space = Discrete(2)
 
@@ -37,7 +37,18 @@ class Battleship(BlankStart, AutoResetEnv):
         self.hit_reward = 1 / self.ship_squares
         self.miss_reward = -1 / (self.max_episode_steps - self.ship_squares)
         self.action_space = MultiDiscrete((board_size, board_size))
+        # The next episodes' boards (`ready`, padded to whole turns) are drawn a share at a time (`_refreshed`).
+        self.refresh_every = min(8, self.ship_squares)  # no episode is shorter: it needs every ship square hit
+        self.refreshed_per_step = -(-num_envs // self.refresh_every)
         super().__init__(num_envs, device)
+
+    def _boards(self, count: int) -> torch.Tensor:
+        """`[count, B * B]` bool: `count` fresh boards, the ships placed one after another."""
+        b = self.board_size
+        ships = torch.zeros(count, b, b, dtype=torch.bool, device=self.device)
+        for size in self.ship_sizes:
+            ships = self._place(ships, size)
+        return ships.view(count, b * b)
 
     def _place(self, ships: torch.Tensor, size: int) -> torch.Tensor:
         """`ships [N, B, B]` with one more ship of `size` squares, at a uniformly random free placement.
@@ -50,7 +61,7 @@ class Battleship(BlankStart, AutoResetEnv):
         across = torch.nn.functional.pad(ships.long().cumsum(2), (1, 0))  # [N, B, B + 1]
         under = torch.cat([(down[:, size:] - down[:, :n]).flatten(1), (across[:, :, size:] - across[:, :, :n]).flatten(1)],
                           dim=1)  # [N, 2 n B]
-        keys = torch.where(under == 0, random_keys(self.num_envs, 2 * n * b, self.device), -1)
+        keys = torch.where(under == 0, random_keys(ships.shape[0], 2 * n * b, self.device), -1)
         choice = keys.argmax(dim=1)  # [N]
         vertical = choice < n * b
         index = torch.where(vertical, choice, choice - n * b)
@@ -63,13 +74,24 @@ class Battleship(BlankStart, AutoResetEnv):
         return ships | (across_ok & (along >= 0) & (along < size))
 
     def _initial(self) -> dict[str, torch.Tensor]:
-        b = self.board_size
-        ships = torch.zeros(self.num_envs, b, b, dtype=torch.bool, device=self.device)
-        for size in self.ship_sizes:
-            ships = self._place(ships, size)
+        ships = self._boards(self.num_envs)
         zeros = torch.zeros(self.num_envs, dtype=torch.int64, device=self.device)
-        ships = ships.view(self.num_envs, b * b)
-        return {"ships": ships, "shot": torch.zeros_like(ships), "hits": zeros, "elapsed": zeros.clone()}
+        return {"ships": ships, "shot": torch.zeros_like(ships), "hits": zeros, "elapsed": zeros.clone(),
+                "ready": self._boards(self.refresh_every * self.refreshed_per_step),
+                "tick": torch.zeros((), dtype=torch.int64, device=self.device)}
+
+    def _fresh(self, state):
+        return {"ships": state["ready"][:self.num_envs], "shot": torch.zeros_like(state["shot"]),
+                "hits": torch.zeros_like(state["hits"]), "elapsed": torch.zeros_like(state["elapsed"])}
+
+    def _refreshed(self, state) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next episodes' boards with the rows of this step's turn drawn anew, and the next turn. Placing ships
+        is most of a step's work, so each step draws boards for one env in `refresh_every` (env i at the turns
+        i mod refresh_every) rather than for all. An episode runs at least `refresh_every` steps, so no board
+        starts two episodes, and every board is drawn as the first was."""
+        rows = torch.arange(self.refreshed_per_step, device=self.device) * self.refresh_every + state["tick"]
+        ready = state["ready"].index_copy(0, rows, self._boards(self.refreshed_per_step))
+        return ready, (state["tick"] + 1) % self.refresh_every
 
     def _advance(self, state, actions):
         square = actions[:, 0] * self.board_size + actions[:, 1]  # [N]
@@ -80,7 +102,8 @@ class Battleship(BlankStart, AutoResetEnv):
         terminated = hits == self.ship_squares
         truncated = (elapsed >= self.max_episode_steps) & ~terminated
         reward = torch.where(hit, self.hit_reward, self.miss_reward)
-        next_state = {**state, "shot": shot, "hits": hits, "elapsed": elapsed}
+        ready, tick = self._refreshed(state)
+        next_state = {**state, "shot": shot, "hits": hits, "elapsed": elapsed, "ready": ready, "tick": tick}
         return next_state, hit.long(), reward, terminated, truncated
 
     def memoryless_policy(self, obs: torch.Tensor) -> torch.Tensor:
