@@ -59,11 +59,14 @@ def test_benchmark_command_trains_the_memory_suite(tmp_path, capsys):
     assert (out / "runs" / "memory-s1" / "metrics.jsonl").is_file()
 
 
-def test_compiled_runs_one_after_another_do_not_pile_up_recompiles(tmp_path, monkeypatch):
+def test_compiled_runs_one_after_another_do_not_pile_up_recompiles(tmp_path):
     # Each run compiles the same functions of new modules; without a reset between runs the guards pile up on the
     # same code objects and a later run hits the recompile limit (the ninth task of a suite, at the limit of 8).
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    # config.patch, not monkeypatch: undoing a monkeypatch of a torch config module deletes the setting.
     base = TrainConfig(num_envs=4, num_steps=16, seq_len=8, total_steps=64, hidden_dim=8, num_minibatches=2,
                        update_epochs=1, eval_episodes=0, device="cpu", compile_mode="default", compile_backend="eager")
-    results = run_benchmark(["memory", "stateless-cartpole", "cartpole"], 1, base, tmp_path, say=lambda line: None)
+    limit = torch._dynamo.config.recompile_limit
+    with torch._dynamo.config.patch(recompile_limit=1):
+        results = run_benchmark(["memory", "stateless-cartpole", "cartpole"], 1, base, tmp_path, say=lambda line: None)
+    assert torch._dynamo.config.recompile_limit == limit, "the setting is back"
     assert [len(result.runs) for result in results] == [1, 1, 1]
