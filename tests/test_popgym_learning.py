@@ -1,8 +1,9 @@
 """Learning on POPGym's ports with the default configuration, compiled as `make train` runs on CPU: each task's
 deterministic evaluation must beat the best memoryless policy (`memoryless_return`) by the margin stated.
 
-Seed 1 on the 2-core CPU (one torch thread, 2026-12-01) evaluated at the figures in each test's comment; the
-margins leave room for other machines' numerics. docs/measurements.md has the whole Easy suite."""
+Seed 1 on the 2-core CPU (one torch thread) evaluated at the figures in each test's comment. Each budget and
+margin held for seeds 1-3 (CountRecall: 1-4) there, so other machines' numerics, which change the trajectory as
+another seed would, should not fail them; docs/measurements.md has the figures and the whole Easy suite."""
 
 import pytest
 
@@ -14,7 +15,7 @@ CASES = [
     # task, steps, margin over the memoryless best: (memoryless best, seed 1's evaluation)
     ("popgym/PositionOnlyCartPoleEasy", 131_072, 0.5),  # (0.211, 1.000)
     ("popgym/RepeatPreviousEasy", 204_800, 0.6),  # (-0.490, 0.580)
-    ("popgym/CountRecallEasy", 409_600, 0.2),  # (-0.923, -0.510)
+    ("popgym/CountRecallEasy", 614_400, 0.2),  # (-0.923, -0.595)
 ]
 
 
