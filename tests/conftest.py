@@ -48,6 +48,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not CUDA:
             item.add_marker(skip_gpu)
+    # The learning tests first (each keeps its place among them): they take up to two minutes each, and handed out
+    # last they would leave one of the parallel workers idle while the other finishes them.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
