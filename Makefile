@@ -15,10 +15,11 @@ train: $(VENV)/.installed
 	$(PY) -m recurrent_ppo train $(ARGS)
 
 # Tests run in TEST_WORKERS parallel processes (pytest-xdist; one torch thread each): 2 suits the 2-core CI machine.
+# worksteal: a worker that runs out of tests takes queued ones from the other, so neither idles at the end.
 TEST_WORKERS ?= 2
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 # Many iterations of a small config: flat memory and no recompile (bench/soak.py).
 soak: $(VENV)/.installed
