@@ -106,6 +106,22 @@ def test_a_record_without_global_step_is_rejected(tmp_path):
         log.write({"loss": 1.0})
 
 
+def test_a_resume_in_the_same_second_still_hides_the_killed_runs_points(tmp_path, monkeypatch):
+    # TensorBoard reads event files in name order, and the name's last part is a per-process counter, unpadded:
+    # the 10th file of a process sorts before its 9th. A resume in the same process and second must still win.
+    from tensorboard.summary.writer import event_file_writer
+
+    monkeypatch.setattr(event_file_writer, "_global_uid", event_file_writer.AtomicCounter(9))
+    with RunLogger(tmp_path) as log:
+        for iteration in range(3):
+            log.write({"iteration": iteration, "global_step": 10 * (iteration + 1), "loss": float(iteration)})
+    with RunLogger(tmp_path, resume_after=(1, 10)) as log:
+        log.write({"iteration": 1, "global_step": 20, "loss": 11.0})
+    names = sorted(p.name for p in tmp_path.glob("events.out.tfevents.*"))
+    assert [name.rsplit(".", 1)[1] for name in names] == ["9", "10"], names
+    assert read_scalars(tmp_path)["loss"] == [(10, 0.0), (20, 11.0)]
+
+
 def test_resuming_cuts_both_logs_back_to_the_checkpoint(tmp_path):
     with RunLogger(tmp_path) as log:
         for iteration in range(5):  # checkpointed after 3 iterations, then killed after 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -48,6 +49,7 @@ class RunLogger:
             partial.write_text("".join(line + "\n" for line in kept))
             partial.replace(metrics)  # whole or not at all: a crash here leaves the old log
             purge_step = global_step + 1
+            wait_for_a_later_event_file(self.run_dir)
         self._jsonl = open(metrics, "a" if resume_after is not None else "w")
         # flush_secs: a live TensorBoard sees new points within seconds rather than the default two minutes.
         self._writer = SummaryWriter(log_dir=str(self.run_dir), flush_secs=10, purge_step=purge_step)
@@ -74,3 +76,14 @@ class RunLogger:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def wait_for_a_later_event_file(run_dir: Path) -> None:
+    """Wait until a new TensorBoard event file in `run_dir` sorts after the ones there, as a resumed run's must
+    for its purge to hide the killed run's later points: TensorBoard reads the files in name order, and a name is
+    `events.out.tfevents.<second>.<host>.<pid>.<counter>`, whose unpadded counter orders wrongly (10 before 9) for
+    two files of one process in the same second. A resume in a new process, or a second later, never waits."""
+    seconds = [int(name.split(".")[3]) for name in (p.name for p in run_dir.glob("events.out.tfevents.*"))
+               if name.split(".")[3].isdigit()]
+    while seconds and int(time.time()) <= max(seconds):
+        time.sleep(0.05)
