@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path[:0] = [str(Path(__file__).parent)]
+import benchlib  # noqa: E402
 import machine  # noqa: E402
 
 from recurrent_ppo.config import TrainConfig  # noqa: E402
@@ -42,16 +43,12 @@ VARIANTS = {
 }
 
 
-def synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def time_variant(cfg: TrainConfig, warmup: int, iterations: int) -> dict:
     trainer = Trainer(cfg)
+    device = trainer.device
     first = time.perf_counter()
     trainer.train_iteration(0)
-    synchronize()
+    benchlib.synchronize(device)
     first_s = time.perf_counter() - first
     for _ in range(warmup - 1):
         trainer.train_iteration(0)
@@ -59,7 +56,7 @@ def time_variant(cfg: TrainConfig, warmup: int, iterations: int) -> dict:
     for _ in range(iterations):
         start = time.perf_counter()
         trainer.train_iteration(0)  # iteration 0 every time: the learning rate stays put
-        synchronize()
+        benchlib.synchronize(device)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return {"median_s": median, "min_s": min(times), "first_iteration_s": first_s,

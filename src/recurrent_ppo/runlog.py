@@ -83,7 +83,7 @@ def wait_for_a_later_event_file(run_dir: Path) -> None:
     for its purge to hide the killed run's later points: TensorBoard reads the files in name order, and a name is
     `events.out.tfevents.<second>.<host>.<pid>.<counter>`, whose unpadded counter orders wrongly (10 before 9) for
     two files of one process in the same second. A resume in a new process, or a second later, never waits."""
-    seconds = [int(name.split(".")[3]) for name in (p.name for p in run_dir.glob("events.out.tfevents.*"))
-               if name.split(".")[3].isdigit()]
+    fields = (p.name.split(".")[3] for p in run_dir.glob("events.out.tfevents.*"))
+    seconds = [int(field) for field in fields if field.isdigit()]
     while seconds and int(time.time()) <= max(seconds):
         time.sleep(0.05)

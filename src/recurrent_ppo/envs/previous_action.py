@@ -41,12 +41,14 @@ def with_previous_action(space: Space, action_space: ActionSpace) -> spaces.Dict
 
 def null_action(space: ActionSpace, device: torch.device) -> torch.Tensor:
     """POPGym's null action: 0 where the space holds it, else the space's lowest value (per element)."""
+    def nearest_to_zero(start: int, n: int) -> int:
+        return max(start, min(0, start + n - 1))
+
     if isinstance(space, spaces.Discrete):
-        return torch.tensor(max(space.start, min(0, space.start + space.n - 1)), device=device)
+        return torch.tensor(nearest_to_zero(space.start, space.n), device=device)
     if isinstance(space, spaces.MultiDiscrete):
-        start = torch.tensor(space.start or (0,) * len(space.nvec), device=device)
-        return torch.maximum(start, torch.minimum(torch.zeros_like(start), start + torch.tensor(space.nvec,
-                                                                                                  device=device) - 1))
+        starts = space.start or (0,) * len(space.nvec)
+        return torch.tensor([nearest_to_zero(s, n) for s, n in zip(starts, space.nvec)], device=device)
     low = torch.as_tensor(space.low, dtype=torch.float32, device=device).expand(space.shape)
     high = torch.as_tensor(space.high, dtype=torch.float32, device=device).expand(space.shape)
     return torch.zeros(space.shape, device=device).clamp(low, high)

@@ -115,36 +115,23 @@ class RecurrentCore(nn.Module):
         seq_len = x.shape[1]
         # One step is one cell either way, and the rollout's step is already one graph (one CUDA graph) per step:
         # the fused scan pays off over sequences, where it replaces L steps of small kernels with one launch.
-        if self.kernel == "fused" and seq_len > 1:
-            return self._fused_forward(x, episode_starts, state)
-        keep = (~episode_starts).to(x.dtype).unsqueeze(-1)  # [B, L, 1]
+        fused = self.kernel == "fused" and seq_len > 1
+        keep = None if fused else (~episode_starts).to(x.dtype).unsqueeze(-1)  # [B, L, 1]
         finals: list[list[torch.Tensor]] = [[] for _ in state]
         layer_input = x
         for layer in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)
             gates_x = self.input_gates(layer_input, w_ih, b_ih, b_hh)  # [B, L, gates * H], all steps at once
             layer_state = tuple(part[layer] for part in state)  # each [B, H]
-            outputs = []
-            for t in range(seq_len):
-                layer_state = self.cell(gates_x[:, t], layer_state, keep[:, t], w_hh, b_hh)
-                outputs.append(layer_state[0])
-            layer_input = torch.stack(outputs, dim=1)  # [B, L, H]
-            for final, part in zip(finals, layer_state):
-                final.append(part)
-        return layer_input, tuple(torch.stack(final) for final in finals)
-
-    def _fused_forward(self, x: torch.Tensor, episode_starts: torch.Tensor,
-                       state: RecurrentState) -> tuple[torch.Tensor, RecurrentState]:
-        """`forward` with each layer's recurrence in one fused scan, layer by layer as the loop runs them."""
-        keep = ~episode_starts  # [B, L] bool, as the scans take it
-        finals: list[list[torch.Tensor]] = [[] for _ in state]
-        layer_input = x
-        for layer in range(self.num_layers):
-            w_ih, w_hh, b_ih, b_hh = self.layer_weights(layer)
-            gates_x = self.input_gates(layer_input, w_ih, b_ih, b_hh)  # [B, L, gates * H], all steps at once
-            # The recurrent GEMM in the input GEMM's dtype: bf16 under bf16 autocast, as autocast runs the other.
-            layer_input, layer_state = self.scan(gates_x, tuple(part[layer] for part in state), keep,
-                                                 w_hh.to(gates_x.dtype), b_hh)
+            if fused:  # the recurrent GEMM in the input GEMM's dtype: bf16 under bf16 autocast, as autocast runs it
+                layer_input, layer_state = self.scan(gates_x, layer_state, ~episode_starts, w_hh.to(gates_x.dtype),
+                                                     b_hh)
+            else:
+                outputs = []
+                for t in range(seq_len):
+                    layer_state = self.cell(gates_x[:, t], layer_state, keep[:, t], w_hh, b_hh)
+                    outputs.append(layer_state[0])
+                layer_input = torch.stack(outputs, dim=1)  # [B, L, H]
             for final, part in zip(finals, layer_state):
                 final.append(part)
         return layer_input, tuple(torch.stack(final) for final in finals)
@@ -171,8 +158,7 @@ class LSTM(RecurrentCore):
         return h, c
 
     def scan(self, gates_x, state, keep, w_hh, b_hh):
-        h_seq, final = lstm_scan(gates_x, w_hh, *state, keep, kernel="triton", tf32=self.tf32)  # b_hh is in gates_x
-        return h_seq, final
+        return lstm_scan(gates_x, w_hh, *state, keep, kernel="triton", tf32=self.tf32)  # b_hh is in gates_x
 
 
 class GRU(RecurrentCore):
