@@ -36,3 +36,53 @@ def register(name: str, **kwargs) -> str:
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=SpecEnv, kwargs=kwargs)
     return env_id
+
+
+MISSION_SPACE = gym.spaces.Dict({"pos": gym.spaces.Discrete(5), "mission": gym.spaces.Text(8)})
+"""A Dict observation with a Text leaf (as MiniGrid's "mission"), which the policy cannot encode."""
+
+
+def with_mission():
+    """The env with its Text leaf: `gym:tests.gym_envs:with_mission` is refused, naming the wrapper that drops it."""
+    return SpecEnv(MISSION_SPACE, gym.spaces.Discrete(2))
+
+
+def mission_dropped():
+    """The env with its Text leaf dropped by gymnasium's FilterObservation: `gym:tests.gym_envs:mission_dropped`."""
+    return gym.wrappers.FilterObservation(with_mission(), ["pos"])
+
+
+class BreaksAt(gym.Env):
+    """Observation {"pos": Discrete(5), "x": Box(2)}, reward 1 per step, episodes of 5 steps. At its `at`-th step
+    (counted over episodes, from its creation) it raises RuntimeError, or returns an "x" of shape (3,) when
+    `wrong_shape`."""
+
+    observation_space = gym.spaces.Dict({"pos": gym.spaces.Discrete(5), "x": gym.spaces.Box(-1.0, 1.0, (2,))})
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, at: int, wrong_shape: bool = False):
+        self.at, self.wrong_shape = at, wrong_shape
+        self.t, self.steps = 0, 0
+
+    def _obs(self, x_size: int = 2):
+        return {"pos": np.int64(self.t), "x": np.zeros(x_size, np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t, self.steps = self.t + 1, self.steps + 1
+        if self.steps == self.at and not self.wrong_shape:
+            raise RuntimeError(f"the simulator crashed at its step {self.steps}")
+        obs = self._obs(3 if self.steps == self.at else 2)
+        return obs, 1.0, self.t >= 4, False, {}
+
+
+def register_breaking(name: str, at: int, wrong_shape: bool = False) -> str:
+    """Register BreaksAt(at, wrong_shape) as `rppo-test/<name>-v0` (once) and return that id."""
+    env_id = f"rppo-test/{name}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=BreaksAt, kwargs={"at": at, "wrong_shape": wrong_shape})
+    return env_id

@@ -157,15 +157,17 @@ def test_an_env_breaking_its_spaces_fails_before_the_first_update(tmp_path, env_
     assert not run.exists() or {p.name for p in run.iterdir()} <= {"config.json"}
 
 
-def test_the_vector_envs_own_first_outputs_are_checked_too():
-    """The probe's episode may pass; each vector env's first reset and step are checked as well."""
+def test_every_output_of_each_vector_env_copy_is_checked_naming_the_copy_and_its_step():
+    """The probe's episode may pass; each copy's resets and steps are checked as well, every one of them."""
     from recurrent_ppo.envs.gym_adapter import OutputCheck, checked
     from tests.gym_envs import SpecEnv
 
-    bad = SpecEnv(BOX4, gym.spaces.Discrete(2), step_obs=lambda t: np.zeros(5, np.float32))
-    wrapped = checked(bad, OutputCheck("gym:Bad", BOX4, None))
+    bad = SpecEnv(BOX4, gym.spaces.Discrete(2), step_obs=lambda t: np.zeros(5 if t == 3 else 4, np.float32))
+    wrapped = checked(bad, OutputCheck("gym:Bad", BOX4, None), index=2)
     wrapped.reset(seed=0)
-    with pytest.raises(ValueError, match=r"gym:Bad: step\(\) returned an observation of shape \(5,\)"):
+    wrapped.step(0)
+    wrapped.step(0)
+    with pytest.raises(ValueError, match=r"gym:Bad: env 2's step\(\) number 3 returned an observation of shape \(5,\)"):
         wrapped.step(0)
 
 

@@ -1,6 +1,7 @@
 """recurrent-ppo: recurrent (LSTM or GRU) PPO for GPUs, compiled end to end, for every gymnasium space."""
 
 from recurrent_ppo import spaces
+from recurrent_ppo.agent import Agent, AgentState, load_agent
 from recurrent_ppo.buffer import RolloutBuffer, SequenceBatch
 from recurrent_ppo.checkpoint import load_policy
 from recurrent_ppo.config import PRESETS, TrainConfig
@@ -25,8 +26,8 @@ from recurrent_ppo.ppo import PPOUpdater, ppo_loss
 from recurrent_ppo.rollout import Evaluator, RolloutCollector
 
 __all__ = [
-    "GRU", "LSTM", "PRESETS", "ActionOutput", "CategoricalHead", "EvaluateOutput", "Evaluator", "GaussianHead",
-    "LSTMPolicyBundle", "MultiDiscreteHead", "PPOUpdater", "RecurrentPolicy", "RecurrentState", "RolloutBuffer",
-    "RolloutCollector", "SequenceBatch", "StepResult", "TrainConfig", "VectorEnv", "load_policy", "make_core",
-    "make_encoder", "make_env", "make_head", "ppo_loss", "reset_state", "spaces",
+    "GRU", "LSTM", "PRESETS", "ActionOutput", "Agent", "AgentState", "CategoricalHead", "EvaluateOutput", "Evaluator",
+    "GaussianHead", "LSTMPolicyBundle", "MultiDiscreteHead", "PPOUpdater", "RecurrentPolicy", "RecurrentState",
+    "RolloutBuffer", "RolloutCollector", "SequenceBatch", "StepResult", "TrainConfig", "VectorEnv", "load_agent",
+    "load_policy", "make_core", "make_encoder", "make_env", "make_head", "ppo_loss", "reset_state", "spaces",
 ]

@@ -12,23 +12,32 @@ import torch
 from recurrent_ppo import spaces
 from recurrent_ppo.models.policy import RecurrentPolicy
 from recurrent_ppo.normalize import ObservationNormalizer
+from recurrent_ppo.runfolder import writing
 from recurrent_ppo.snapshot import load_tensors
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """torch.save `state` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """torch.save `state` to a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    Temporary files of `path` that killed writes left beside it are removed first (they can be as large as the
+    checkpoint), so the caller must be the folder's only writer: the trainer holds the run folder's lock. An
+    OSError (a read-only folder, a full disk) is raised as runfolder.RunFolderWriteError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    prefix = f".{path.name}."
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f"{prefix}*.tmp"):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -92,8 +101,12 @@ def seed_checkpoint_as_spec(state: dict[str, Any]) -> dict[str, Any]:
 def load_policy(path: str | Path, device: torch.device | str = "cpu") -> RecurrentPolicy:
     """Rebuild the policy saved by the trainer at `path` (a checkpoint file or its run folder), whatever its
     spaces and core. A policy trained with normalize_obs acts on normalized observations: pass them through
-    `load_obs_normalizer(path)` first."""
-    state = read_checkpoint(path, device)
+    `load_obs_normalizer(path)` first, or let `recurrent_ppo.load_agent(path)` do all of it."""
+    return policy_from_checkpoint(read_checkpoint(path, device), device)
+
+
+def policy_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu") -> RecurrentPolicy:
+    """The policy of a checkpoint already read (`read_checkpoint`), on `device`."""
     policy = RecurrentPolicy.from_spec(state["policy_spec"])
     policy.load_state_dict(state["policy"])
     return policy.to(device)
@@ -101,8 +114,14 @@ def load_policy(path: str | Path, device: torch.device | str = "cpu") -> Recurre
 
 def load_obs_normalizer(path: str | Path, device: torch.device | str = "cpu") -> ObservationNormalizer | None:
     """The observation normalizer of the run saved at `path`, with the statistics it had at the checkpoint, to
-    apply frozen (`update=False`) to what its policy sees; None for a run that did not normalize observations."""
-    state = read_checkpoint(path, device)
+    apply to what its policy sees; None for a run that did not normalize observations. It is frozen: calling it
+    leaves the statistics as the run saved them unless `update=True` asks otherwise."""
+    return obs_normalizer_from_checkpoint(read_checkpoint(path, device), device, path)
+
+
+def obs_normalizer_from_checkpoint(state: dict[str, Any], device: torch.device | str = "cpu",
+                                   path: str | Path = "the checkpoint") -> ObservationNormalizer | None:
+    """`load_obs_normalizer` of a checkpoint already read (`read_checkpoint`); `path` names it in errors."""
     if not state["config"].get("normalize_obs", False):
         return None
     if "obs_norm" not in state:

@@ -11,7 +11,9 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,8 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
-from recurrent_ppo.config import PRESETS, TrainConfig
+from recurrent_ppo.config import PRESETS, TrainConfig, config_from_dict
+from recurrent_ppo.runfolder import RunFolderInUse, RunFolderWriteError
 
 TRAINER_KEYS = ("resolved_device", "resolved_compile_mode", "resolved_rnn_kernel", "world_size")
 """What the trainer writes into config.json beside the TrainConfig fields."""
@@ -125,7 +128,26 @@ class Benchmark:
     """Show the full traceback of an error instead of its one-line message."""
 
 
-Command = Union[Train, Eval, Plot, Profile, Benchmark]  # noqa: UP007 - tyro builds the subcommands from a Union
+@dataclass
+class Export:
+    """Write a trained agent's deterministic step, (obs, state, episode_start) -> (action, state) with the run's
+    observation statistics folded in, as a torch.export program (.pt2) and, with --onnx, an ONNX file; load it
+    with torch.export.load(FILE).module() (docs/agent.md)."""
+
+    path: tyro.conf.Positional[str]
+    """checkpoint.pt, or the run folder holding it."""
+    out: str | None = None
+    """The .pt2 file to write, replaced if it exists (default: agent.pt2 in the run folder); --onnx writes the
+    same name with the suffix .onnx."""
+    batch: int = 1
+    """Envs the exported step takes at once (a fixed batch size)."""
+    onnx: bool = False
+    """Write an ONNX file too (needs the onnx extra: pip install 'recurrent-ppo[onnx]')."""
+    debug: bool = False
+    """Show the full traceback of an error instead of its one-line message."""
+
+
+Command = Union[Train, Eval, Plot, Profile, Benchmark, Export]  # noqa: UP007 - tyro builds the subcommands from a Union
 
 
 class UsageError(ValueError):
@@ -144,7 +166,8 @@ def _option(argv: Sequence[str], flag: str) -> str | None:
 
 
 def config_from_file(path: str) -> TrainConfig:
-    """The TrainConfig saved in a run's config.json (what the trainer adds beside the fields is left out)."""
+    """The TrainConfig saved in a run's config.json (what the trainer adds beside the fields is left out), each
+    setting checked against its field's type."""
     try:
         saved = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -155,7 +178,26 @@ def config_from_file(path: str) -> TrainConfig:
     unknown = sorted(set(saved) - fields - set(TRAINER_KEYS))
     if unknown:
         raise UsageError(f"--config {path}: unknown settings {unknown}; the file must be a run's config.json")
-    return TrainConfig(**{name: value for name, value in saved.items() if name in fields})
+    return config_from_dict(saved, f"--config {path}", ignore=TRAINER_KEYS)
+
+
+def checkpoint_path(path: str) -> Path:
+    """The checkpoint file that `path` (a checkpoint, or the run folder holding it) names."""
+    from recurrent_ppo.checkpoint import CHECKPOINT_FILE
+
+    return Path(path) / CHECKPOINT_FILE if Path(path).is_dir() else Path(path)
+
+
+def checkpoint_config(saved: dict, path: str) -> TrainConfig:
+    """The TrainConfig saved in the checkpoint read from `path`, each setting checked against its field's type."""
+    return config_from_dict(saved["config"], f"the configuration saved in {checkpoint_path(path)}")
+
+
+def stopped_before_a_checkpoint(run_dir: str) -> bool:
+    """Whether `run_dir` is a run folder whose run stopped before writing its first checkpoint: it holds the run's
+    config.json and no checkpoint, so `train --resume` starts the run over from that configuration."""
+    folder = Path(run_dir)
+    return folder.is_dir() and (folder / "config.json").is_file() and not checkpoint_path(run_dir).exists()
 
 
 def _defaults(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
@@ -167,8 +209,10 @@ def _defaults(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
     if resume is not None:
         from recurrent_ppo.checkpoint import read_checkpoint
 
+        if stopped_before_a_checkpoint(resume):  # train_command starts it over
+            return config_from_file(str(Path(resume) / "config.json")), None
         saved = read_checkpoint(resume)
-        return TrainConfig(**saved["config"]), saved
+        return checkpoint_config(saved, resume), saved
     if config is not None:
         return config_from_file(config), None
     if preset in PRESETS:
@@ -185,16 +229,16 @@ def parse(argv: Sequence[str]) -> tuple[Command, dict | None]:
         Annotated[Plot, tyro.conf.subcommand("plot")],
         Annotated[Profile, tyro.conf.subcommand("profile", default=Profile(config=base))],
         Annotated[Benchmark, tyro.conf.subcommand("benchmark", default=Benchmark(config=base))],
+        Annotated[Export, tyro.conf.subcommand("export")],
     ], tyro.conf.OmitSubcommandPrefixes]
     args = tyro.cli(command, args=list(argv), prog="recurrent-ppo",
                     description="Recurrent PPO on GPU-native and gymnasium envs.")
     return args, saved
 
 
-def resumed_config(saved: dict, given: TrainConfig, resume: str) -> TrainConfig:
-    """The saved run's configuration with the RESUMABLE settings of `given` applied; a change to any other
+def resumed_config(base: TrainConfig, given: TrainConfig, resume: str) -> TrainConfig:
+    """The saved run's configuration `base` with the RESUMABLE settings of `given` applied; a change to any other
     setting is an error."""
-    base = TrainConfig(**saved)
     for field in dataclasses.fields(TrainConfig):
         name = field.name
         if name in RESUMABLE or name == "run_dir" or getattr(given, name) == getattr(base, name):
@@ -207,9 +251,16 @@ def resumed_config(saved: dict, given: TrainConfig, resume: str) -> TrainConfig:
 def train_command(args: Train, saved: dict | None) -> int:
     from recurrent_ppo import distributed
     from recurrent_ppo.finite import NonFiniteError
-    from recurrent_ppo.trainer import Trainer, TrainingStopped
+    from recurrent_ppo.stopping import Aborted
+    from recurrent_ppo.trainer import Trainer, TrainingFailed, TrainingStopped
 
-    cfg = args.config if saved is None else resumed_config(saved["config"], args.config, args.resume)
+    starts_over = args.resume is not None and saved is None  # _defaults found a config.json and no checkpoint
+    if args.resume is None:
+        cfg = args.config
+    else:
+        base = (config_from_file(str(Path(args.resume) / "config.json")) if starts_over
+                else checkpoint_config(saved, args.resume))
+        cfg = resumed_config(base, args.config, args.resume)
     cfg.validate()
     try:
         trainer = Trainer(cfg)
@@ -218,6 +269,11 @@ def train_command(args: Train, saved: dict | None) -> int:
                 trainer.restore(saved)
             except ValueError as err:
                 raise UsageError(f"cannot resume {args.resume}: {err}") from err
+        elif starts_over:
+            trainer.start_over()
+            if trainer.group.is_main:
+                print(f"{args.resume}: no checkpoint was written (the run stopped before its first), so the run "
+                      f"starts over with its saved configuration, {Path(args.resume) / 'config.json'}", flush=True)
         if not trainer.group.is_main:  # data-parallel: rank 0 reports for all processes
             trainer.train(handle_signals=True)
             return 0
@@ -234,11 +290,29 @@ def train_command(args: Train, saved: dict | None) -> int:
         else:
             print(f"recurrent-ppo train: {stop}", file=sys.stderr)
         return stop.exit_code
+    except TrainingFailed as failure:  # an env raised or broke its spaces: the last completed iteration is kept
+        if args.debug:
+            traceback.print_exception(failure)
+        kept = (f"the checkpoint of the {failure.iterations} completed iterations is kept: {failure.checkpoint}; "
+                f"resume with: recurrent-ppo train --resume {trainer.run_dir}" if failure.checkpoint is not None
+                else "no iteration had completed, so there is no checkpoint" if trainer.group.is_main
+                else "rank 0 writes the checkpoints")
+        print(f"recurrent-ppo train: {failure}; {kept}{'' if args.debug else ' (--debug shows the traceback)'}",
+              file=sys.stderr)
+        return 1
     except NonFiniteError as err:
         kept = trainer.run_dir / "checkpoint.pt"
         last = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written"
         print(f"recurrent-ppo train: {err}; {last}", file=sys.stderr)
         return 1
+    except (RunFolderWriteError, Aborted) as err:  # a full disk, a read-only folder; a second Ctrl-C
+        if args.debug:
+            raise
+        kept = trainer.run_dir / "checkpoint.pt"
+        last = (f"the last good checkpoint is {kept} (resume with: recurrent-ppo train --resume {trainer.run_dir})"
+                if kept.exists() else "no checkpoint was written")
+        print(f"recurrent-ppo train: {err}; {last}", file=sys.stderr)
+        return err.exit_code if isinstance(err, Aborted) else 1
     finally:
         distributed.leave()
     print(f"trained {summary['global_step']:,} steps in {summary['train_time_s']:.1f} s "
@@ -261,8 +335,8 @@ def eval_command(args: Eval) -> int:
     from recurrent_ppo.rollout import Evaluator
 
     saved = read_checkpoint(args.path)
-    cfg = TrainConfig(**saved["config"]).replace(device=args.device, seed=args.seed,
-                                                 num_envs=args.num_envs or saved["config"]["num_envs"])
+    trained = checkpoint_config(saved, args.path)
+    cfg = trained.replace(device=args.device, seed=args.seed, num_envs=args.num_envs or trained.num_envs)
     if args.episodes < 1 or cfg.num_envs < 1:
         raise ValueError(f"--episodes and --num-envs must be >= 1, got {args.episodes} and {cfg.num_envs}")
     device = cfg.resolved_device()
@@ -335,6 +409,16 @@ def benchmark_command(args: Benchmark) -> int:
     return 0
 
 
+def export_command(args: Export) -> int:
+    from recurrent_ppo.export import export_run
+
+    if args.batch < 1:
+        raise UsageError(f"--batch {args.batch} must be >= 1")
+    written = export_run(args.path, args.out, batch_size=args.batch, onnx=args.onnx)
+    print(f"wrote the agent's step for a batch of {args.batch}: {', '.join(map(str, written))}")
+    return 0
+
+
 def help_text(command: str) -> str:
     """What `recurrent-ppo COMMAND --help` prints."""
     printed = io.StringIO()
@@ -344,13 +428,15 @@ def help_text(command: str) -> str:
 
 
 USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError,
-               ImportError)
+               ImportError, RunFolderInUse)
 """Failures a user can fix (a setting, a path, a missing package): one line and exit code 2, without --debug."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv and not argv[0].startswith("-") else "train"
+    if os.getcwd() not in sys.path:  # as uvicorn does: an env's module beside the user imports (--env mod:Env)
+        sys.path.insert(0, os.getcwd())
     try:
         args, saved = parse(argv)
         if isinstance(args, Train):
@@ -361,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return plot_command(args)
         if isinstance(args, Benchmark):
             return benchmark_command(args)
+        if isinstance(args, Export):
+            return export_command(args)
         return profile_command(args)
     except SystemExit as exit:  # tyro's usage errors and --help
         return exit.code if isinstance(exit.code, int) else 2
@@ -369,3 +457,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"recurrent-ppo {command}: {err} (--debug shows the traceback)", file=sys.stderr)
         return 2
+    except RunFolderWriteError as err:  # not the user's setting but the machine's: a read-only folder, a full disk
+        if "--debug" in argv:
+            raise
+        print(f"recurrent-ppo {command}: {err} (--debug shows the traceback)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling of it (parsing, building, evaluating)
+        if "--debug" in argv:
+            raise
+        print(f"recurrent-ppo {command}: interrupted", file=sys.stderr)
+        return 130

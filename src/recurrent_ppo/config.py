@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -24,7 +26,10 @@ class TrainConfig:
     """Recurrent PPO on a vectorized device env. Defaults train stateless-cartpole to ~500 on a 2-core CPU."""
 
     env: str = "stateless-cartpole"
-    """Environment: one of recurrent_ppo.envs.ENVS (on the device), or gym:<id> for a gymnasium env (on the host)."""
+    """Environment: one of recurrent_ppo.envs.ENVS (on the device); gym:<id> for a gymnasium env (on the host;
+    gym:<module>:<id> imports the module that registers it); gym:<module>:<function> for a function returning a
+    gymnasium env with its wrappers; <module>:<attr> for a VectorEnv class or factory (num_envs, device) of your own
+    (docs/envs.md). Modules import from the current directory too."""
     num_envs: int = 32
     """Parallel environments stepped together."""
     num_steps: int = 128
@@ -233,6 +238,56 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+def config_from_dict(values: Mapping[str, Any], source: str, *, ignore: Collection[str] = ()) -> TrainConfig:
+    """The TrainConfig that `values` (a config.json's or a checkpoint's saved settings) describe, each value checked
+    against its field's type first, as the command line's flags are: a str is never a bool, a bool never a number,
+    a float never an int (an int for a float field is taken as that float). Settings left out keep their defaults;
+    keys in `ignore` are skipped. Raises ValueError naming `source` (e.g. `--config run/config.json`), the setting,
+    the type it needs and the value that came."""
+    hints = get_type_hints(TrainConfig)
+    unknown = sorted(set(values) - hints.keys() - set(ignore))
+    if unknown:
+        raise ValueError(f"{source}: unknown settings {unknown}")
+    typed = {}
+    for name, value in values.items():
+        if name not in hints:
+            continue
+        if not matches_type(value, hints[name]):
+            raise ValueError(f"{source}: {name} must be {type_description(hints[name])}, got the "
+                             f"{type(value).__name__} {value!r}")
+        typed[name] = float(value) if hints[name] is float else value
+    return TrainConfig(**typed)
+
+
+def matches_type(value: Any, hint: Any) -> bool:
+    """Whether `value` has the type `hint` (a TrainConfig field's: bool, int, float, str, a Literal, an optional),
+    strictly: bool is not taken for int, nor int for bool (Python's bool is an int subclass), nor float for int."""
+    if get_origin(hint) is Literal:
+        return any(type(value) is type(choice) and value == choice for choice in get_args(hint))
+    if get_origin(hint) in (Union, types.UnionType):
+        return any(matches_type(value, option) for option in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str):
+        return isinstance(value, hint)
+    raise TypeError(f"no type check for the annotation {hint!r}: add one to matches_type")
+
+
+def type_description(hint: Any) -> str:
+    """`hint` in words: `a bool`, `an int`, `one of 'fp32', 'tf32', 'bf16'`, `a float or None`."""
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(repr(choice) for choice in get_args(hint))
+    if get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(type_description(option) for option in get_args(hint))
+    if hint is type(None):
+        return "None"
+    return {int: "an int"}.get(hint, f"a {hint.__name__}")
+
+
 PRESETS: dict[str, TrainConfig] = {
     "stateless-cartpole": TrainConfig(),
     "cartpole": TrainConfig(env="cartpole"),
@@ -259,3 +314,4 @@ PRESETS: dict[str, TrainConfig] = {
     "pendulum": TrainConfig(env="gym:Pendulum-v1", normalize_rewards=False, reward_scale=0.1, total_steps=409_600,
                             learning_rate=1e-3, gamma=0.9, ent_coef=0.0, update_epochs=10),
 }
+

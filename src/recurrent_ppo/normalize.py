@@ -119,9 +119,10 @@ class ObservationNormalizer:
         self.norms = [BoxNormalizer(spaces.storage(leaves[path])[0], device, clip=clip, epsilon=epsilon)
                       for path in self.paths]
 
-    def __call__(self, obs: Obs, update: bool = True) -> Obs:
+    def __call__(self, obs: Obs, update: bool = False) -> Obs:
         """`obs` (a tensor, or a `{path: tensor}` dict) normalized; with `update`, each normalized leaf is first
-        merged into its statistics."""
+        merged into its statistics. Frozen unless asked: training updates with `update=True`, and whatever applies
+        a trained run's statistics (evaluation, a deployed agent) leaves them as the run saved them."""
         if not isinstance(obs, dict):  # a lone Box leaf
             return self.norms[0](obs, update)
         normalized = dict(obs)

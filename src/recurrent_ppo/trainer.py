@@ -18,12 +18,14 @@ from recurrent_ppo.buffer import RolloutBuffer
 from recurrent_ppo.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.console import Console
-from recurrent_ppo.envs import make_env
+from recurrent_ppo.envs import EnvFactory, VectorEnv, build_env, make_env, rebuild_name
+from recurrent_ppo.envs.sources import is_factory
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.finite import check_update
 from recurrent_ppo.models.policy import RecurrentPolicy
 from recurrent_ppo.ppo import PPOUpdater
 from recurrent_ppo.rollout import Evaluator, RolloutCollector
+from recurrent_ppo.runfolder import RunFolderLock, writing
 from recurrent_ppo.runlog import RunLogger
 from recurrent_ppo.snapshot import load_tensors, rng_state, save_tensors, set_rng_state
 from recurrent_ppo.stopping import StopRequested
@@ -56,10 +58,39 @@ class TrainingStopped(Exception):
         self.signal_name, self.exit_code, self.iteration, self.checkpoint = signal_name, exit_code, iteration, checkpoint
 
 
+class TrainingFailed(RuntimeError):
+    """An error outside the update stopped training: an env raised or returned what its spaces forbid, in the
+    rollout or in an evaluation. The message names the env, the iteration and the rollout step, then the error's
+    own (chained as the cause). `checkpoint` holds the last completed iteration (`iterations` of them), None when
+    none completed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.checkpoint: Path | None = None
+        self.iterations = 0
+
+
 class Trainer:
     """Owns the env, policy, optimizer and buffer of one run; `train()` runs it to the end."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    starting_over = False
+    """Set by `start_over()`: the run folder's run wrote no checkpoint, and this run replaces it."""
+
+    def __init__(self, cfg: TrainConfig, env: VectorEnv | EnvFactory | None = None) -> None:
+        """`env`, when given, is trained instead of `cfg.env`: a VectorEnv instance, or a factory
+        `(num_envs, device) -> VectorEnv` (a VectorEnv class is one), which builds the evaluation env too. An
+        instance cannot also be evaluated (evaluation steps an env of its own), so with one `eval_episodes` and
+        `eval_every` must be 0. `cfg.env` becomes how config.json names it (`envs.rebuild_name`): the factory's
+        import path where importing gives it back, so `eval` and `--resume` rebuild it; else a `<...>` marker
+        with which they ask for the env again."""
+        if env is not None:
+            if not is_factory(env) and (cfg.eval_episodes or cfg.eval_every):
+                raise ValueError(f"Trainer(cfg, env=<a {type(env).__name__} instance>): evaluation needs an env of "
+                                 f"its own beside the one being trained, which an instance cannot give "
+                                 f"(eval_episodes={cfg.eval_episodes}, eval_every={cfg.eval_every}); pass its class "
+                                 f"or a factory (num_envs, device) -> VectorEnv instead, or set eval_episodes=0 and "
+                                 f"eval_every=0")
+            cfg = cfg.replace(env=rebuild_name(env))
         self.cfg = cfg.validate()
         self.device = cfg.resolved_device()
         # Under torchrun: one process per device, gradients averaged (recurrent_ppo.distributed).
@@ -78,7 +109,7 @@ class Trainer:
         self.rnn_kernel = cfg.resolved_rnn_kernel(self.device)
         torch.set_float32_matmul_precision(cfg.resolved_matmul_precision())  # process-wide, as torch has it
         torch.manual_seed(cfg.seed + self.group.rank)  # each process its own episodes; weights come from rank 0
-        env = make_env(cfg.env, cfg.num_envs, self.device, previous_action=cfg.previous_action)
+        source, env = env, self._build_env(env)  # what was handed over, and the env built from it
         self.policy = RecurrentPolicy(env.observation_space, env.action_space, cfg.hidden_dim, cfg.num_layers,
                                       cfg.core).to(self.device)
         self.policy.core.use_kernel(self.rnn_kernel, tf32=cfg.precision == "tf32")  # not in the spec: a runtime choice
@@ -99,8 +130,9 @@ class Trainer:
                                           rollout_graph=cfg.rollout_graph, **compile_args)
         # Evaluation envs match the training batch, so compiled steps see the shapes they were traced with.
         # It reads the collector's observation statistics, frozen, as they stand when it runs.
-        eval_env = make_env(cfg.env, cfg.num_envs, self.device, previous_action=cfg.previous_action)
-        self.evaluator = Evaluator(self.policy, eval_env, obs_norm=self.collector.obs_norm, **compile_args)
+        # An env instance has none: the trainer refused evaluation with it above.
+        self.evaluator = None if source is not None and not is_factory(source) else \
+            Evaluator(self.policy, self._build_env(source), obs_norm=self.collector.obs_norm, **compile_args)
         self.updater = PPOUpdater(self.policy, self.optimizer, clip_coef=cfg.clip_coef, vf_coef=cfg.vf_coef,
                                   ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
                                   clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv, target_kl=cfg.target_kl,
@@ -112,6 +144,15 @@ class Trainer:
         self.resumed = False
         self.resumed_exactly = False
         self.elapsed = 0.0  # seconds of training before this process's, for a resumed run
+        self.saved_iteration = 0  # the iterations the checkpoint on disk holds (0: none)
+        self.fresh_episodes_note: str | None = None  # why the checkpoint resumed restarts episodes, if it says
+
+    def _build_env(self, source: VectorEnv | EnvFactory | None) -> VectorEnv:
+        """The env `cfg.env` names (`source` None), or the one handed to the Trainer."""
+        cfg = self.cfg
+        if source is None:
+            return make_env(cfg.env, cfg.num_envs, self.device, previous_action=cfg.previous_action)
+        return build_env(source, cfg.num_envs, self.device, previous_action=cfg.previous_action)
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue the run saved in `state` (`checkpoint.read_checkpoint`).
@@ -152,16 +193,25 @@ class Trainer:
         if collector.env.steps_on_host or not exact:
             torch.manual_seed(reseed)
             collector.restart()  # fresh episodes from the reseeded generator
+            # The episodes that were running are gone: their partial returns must not count toward the new ones.
+            self.episodes.running_return.zero_()
+            self.episodes.running_length.zero_()
+            if collector.reward_norm is not None:
+                collector.reward_norm.returns.zero_()
         if exact:
             set_rng_state(state["rng"], self.device)
         self.resumed_exactly = exact and not collector.env.steps_on_host
         self.elapsed = float(state.get("time", 0.0))
         self.resumed = True
+        self.saved_iteration = self.start_iteration
+        self.fresh_episodes_note = state.get("fresh_episodes")
 
     def resume_note(self) -> str:
         """How the resumed run relates to the uninterrupted one, for the user."""
         if self.resumed_exactly:
             return "exactly where it stopped (envs, recurrent state, random streams restored)"
+        if self.fresh_episodes_note:
+            return f"with fresh episodes, reseeded: {self.fresh_episodes_note}"
         if self.collector.env.steps_on_host:
             return "with fresh episodes: a gymnasium env cannot be snapshotted, so it was reseeded"
         return "with fresh episodes, reseeded (data-parallel and older checkpoints keep weights and optimizer only)"
@@ -184,7 +234,12 @@ class Trainer:
         learning_rate = self.learning_rate_at(iteration)
         self.lr.fill_(learning_rate)
         with record_function("rollout"):
-            last_values = self.collector.collect()
+            try:
+                last_values = self.collector.collect()
+            except Exception as error:  # weights, optimizer and global_step are still the last iteration's
+                step = max(self.buffer.pos - 1, 0)  # the step the host was running (claimed before it ran)
+                raise TrainingFailed(f"the rollout of iteration {iteration} failed at step {step} of "
+                                     f"{cfg.num_steps} (env {cfg.env}): {type(error).__name__}: {error}") from error
         self.global_step += self.steps_per_iteration
         with record_function("gae"):
             self.buffer.compute_advantages(last_values, cfg.gamma, cfg.gae_lambda)
@@ -204,24 +259,41 @@ class Trainer:
 
     def evaluate(self, num_episodes: int) -> float:
         """Mean return of `num_episodes` fresh episodes under the deterministic policy."""
+        if self.evaluator is None:
+            raise ValueError(f"this Trainer has no evaluation env: it was handed an env instance ({self.cfg.env}); "
+                             f"hand it a class or factory (num_envs, device) -> VectorEnv to evaluate")
         return self.evaluator.evaluate(num_episodes)
 
+    def start_over(self) -> None:
+        """Train the run in the run folder from its first iteration: its run stopped before writing a checkpoint
+        (config.json, maybe logs, no checkpoint.pt), so there is nothing to resume, and `train()` replaces it
+        (`train --resume` of such a folder)."""
+        self.starting_over = True
+
     def prepare_run_dir(self) -> None:
-        """Refuse a run folder that holds a run (unless resuming it, or `overwrite`), then write config.json."""
+        """Refuse a run folder that holds a run (unless resuming it, starting it over, or `overwrite`), then write
+        config.json."""
         cfg = self.cfg
         existing = [name for name in RUN_FILES if (self.run_dir / name).exists()]
         existing += sorted(path.name for path in self.run_dir.glob("events.out.tfevents.*"))
         if existing and not self.resumed:
-            if not cfg.overwrite:
+            unfinished = "config.json" in existing and CHECKPOINT_FILE not in existing  # stopped before one
+            if not cfg.overwrite and not (unfinished and self.starting_over):
+                if unfinished:
+                    raise RunDirError(f"{self.run_dir} holds a run that stopped before its first checkpoint "
+                                      f"({', '.join(existing)}): start it over with its saved configuration with "
+                                      f"`recurrent-ppo train --resume {self.run_dir}`, replace it with this "
+                                      f"configuration with --overwrite, or choose another --run-dir")
                 raise RunDirError(f"{self.run_dir} holds a run ({', '.join(existing)}): continue it with --resume "
                                   f"{self.run_dir}, replace it with --overwrite, or choose another --run-dir")
             for name in (CHECKPOINT_FILE, "summary.json"):  # RunLogger starts metrics and events afresh
                 (self.run_dir / name).unlink(missing_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device),
                   "resolved_compile_mode": self.compile_mode, "resolved_rnn_kernel": self.rnn_kernel,
                   "world_size": self.group.world_size}
-        (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        with writing(self.run_dir / "config.json"):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))
 
     def _should_stop(self, stop: StopRequested | None, elapsed: float) -> str | None:
         """Why training stops after this iteration (a signal's name, "time budget"), agreed by all processes."""
@@ -240,7 +312,15 @@ class Trainer:
 
         With `handle_signals`, SIGINT and SIGTERM finish the current iteration, checkpoint it and raise
         TrainingStopped (a second signal aborts at once). `time_budget` stops the same way, without raising:
-        the summary then says `stopped: "time budget"`."""
+        the summary then says `stopped: "time budget"`.
+
+        The run folder is locked (`runfolder.RunFolderLock`) from before its first write to after its last, so a
+        second process training or resuming it is refused; rank 0 alone writes it, so rank 0 alone locks it."""
+        with RunFolderLock(self.run_dir) if self.group.is_main else contextlib.nullcontext():
+            return self._train(handle_signals)
+
+    def _train(self, handle_signals: bool) -> dict[str, Any]:
+        """`train()` with the run folder locked."""
         cfg, main = self.cfg, self.group.is_main
         if main:
             self.prepare_run_dir()
@@ -264,12 +344,21 @@ class Trainer:
                 if compiling:
                     console.say(f"compiling the rollout step and the update ({self.compile_mode}, "
                                 f"{cfg.compile_backend}) in the first iteration...")
-                metrics = self.train_iteration(iteration)
+                try:
+                    metrics = self.train_iteration(iteration)
+                except TrainingFailed as failure:  # in the rollout: the last completed iteration goes to disk
+                    if main:
+                        self._keep_completed(failure, iteration, record.get("time", offset))
+                    raise
                 if compiling:
                     console.say(f"first iteration, compilation included: {time.perf_counter() - iter_start:.1f} s")
                 done = iteration + 1
+                evaluation_failed = None
                 if cfg.eval_every and main and done % cfg.eval_every == 0:
-                    metrics["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
+                    try:
+                        metrics["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
+                    except Exception as error:  # the iteration's training is whole: it is logged and saved first
+                        evaluation_failed = self._evaluation_failed(error, f"after iteration {iteration}")
                 episodes = self.episodes.summary(combine)
                 now = time.perf_counter()
                 record = {"iteration": iteration, "global_step": self.global_step, **episodes,
@@ -279,6 +368,9 @@ class Trainer:
                 if run_log:
                     run_log.write(record)
                 console.update(iteration, record)
+                if evaluation_failed is not None:
+                    evaluation_failed.checkpoint, evaluation_failed.iterations = self.save(done, record["time"]), done
+                    raise evaluation_failed
                 stopped = self._should_stop(stop, now - start)
                 periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
                 if main and (periodic or stopped) and done < self.num_iterations:
@@ -302,22 +394,52 @@ class Trainer:
         else:
             summary["checkpoint"] = str(self.save(self.num_iterations, record.get("time", offset)))
             if cfg.eval_episodes:
-                summary["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+                try:
+                    summary["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
+                except Exception as error:
+                    failure = self._evaluation_failed(error, "at the end of training")
+                    failure.checkpoint, failure.iterations = Path(summary["checkpoint"]), self.num_iterations
+                    raise failure from error
+        with writing(self.run_dir / "summary.json"):
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
 
-    def save(self, iteration: int, elapsed: float = 0.0) -> Path:
+    def _keep_completed(self, failure: TrainingFailed, iteration: int, elapsed: float) -> None:
+        """Point `failure` at a checkpoint of the `iteration` completed iterations, writing one unless the one on disk
+        holds them already (none when no iteration completed). The rollout moved the env, the carry, the random
+        generators and the normalizers past them, so it resumes with fresh episodes, reseeded."""
+        failure.iterations = iteration
+        if iteration > self.saved_iteration:
+            failure.checkpoint = self.save(iteration, elapsed, fresh_episodes=f"the checkpoint was written when "
+                                           f"the rollout of iteration {iteration} failed")
+        elif iteration > 0 and (self.run_dir / CHECKPOINT_FILE).exists():
+            failure.checkpoint = self.run_dir / CHECKPOINT_FILE
+
+    def _evaluation_failed(self, error: Exception, when: str) -> TrainingFailed:
+        failure = TrainingFailed(f"the evaluation {when} failed (env {self.cfg.env}): {type(error).__name__}: "
+                                 f"{error}")
+        failure.__cause__ = error
+        return failure
+
+    def save(self, iteration: int, elapsed: float = 0.0, *, fresh_episodes: str | None = None) -> Path:
         """Checkpoint the run after `iteration` iterations (`elapsed` seconds of training), atomically, to
-        RUN_DIR/checkpoint.pt: everything the next iteration reads (see `restore`)."""
+        RUN_DIR/checkpoint.pt: everything the next iteration reads (see `restore`). With `fresh_episodes` (why, in
+        words) it holds weights, optimizer, counts and normalizers only, and resumes with fresh episodes, reseeded:
+        for a state whose env, carry and generators have moved past `iteration`."""
         collector = self.collector
         state = {"policy": self.policy.state_dict(), "policy_spec": self.policy_spec,
                  "optimizer": self.optimizer.state_dict(), "config": dataclasses.asdict(self.cfg),
-                 "global_step": self.global_step, "iteration": iteration, "time": elapsed,
-                 "rng": rng_state(self.device), "episodes": save_tensors(self.episodes)}
+                 "global_step": self.global_step, "iteration": iteration, "time": elapsed}
+        if fresh_episodes is None:
+            state.update(rng=rng_state(self.device), episodes=save_tensors(self.episodes))
+        else:
+            state["fresh_episodes"] = fresh_episodes
         if collector.reward_norm is not None:
             state["reward_norm"] = save_tensors(collector.reward_norm)
         if collector.obs_norm is not None:
             state["obs_norm"] = save_tensors(collector.obs_norm)
-        if not collector.env.steps_on_host:
+        if not collector.env.steps_on_host and fresh_episodes is None:
             state.update(env=save_tensors(collector.env), carry=save_tensors(collector.carry()))
-        return save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
+        path = save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
+        self.saved_iteration = iteration
+        return path

@@ -1,4 +1,6 @@
-"""Gymnasium environments as a `VectorEnv`: `make_env("gym:CartPole-v1", ...)`, or `--env gym:CartPole-v1`.
+"""Gymnasium environments as a `VectorEnv`: `make_env("gym:CartPole-v1", ...)`, or `--env gym:CartPole-v1`;
+`gym:<module>:<id>` imports `<module>` (which registers `<id>`) first, and `gym:<module>:<function>` makes each
+copy with `<function>()`, a gymnasium env with the wrappers it needs (e.g. one dropping an unsupported leaf).
 
 The envs step on the host (gymnasium's vector env, synchronous or in subprocesses), so the compiled rollout
 calls them between its graphs: the policy step, then `step` here (actions to the host, results to the device),
@@ -14,14 +16,64 @@ reset observation where an episode ended and `final_obs` the observation it ende
 
 from __future__ import annotations
 
+import difflib
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
 from recurrent_ppo import spaces
 from recurrent_ppo.envs.base import StepResult
+from recurrent_ppo.envs.sources import describe
 from recurrent_ppo.spaces import ACTION_MASK, Obs
 
 PREFIX = "gym:"
+
+
+def cannot_make(env_id: str, name: str, error: Exception) -> str:
+    """Why `gymnasium.make(env_id)` failed, in words: for an id gymnasium does not know, whether the package
+    naming it imported and the registered ids close to it; otherwise gymnasium's own reason."""
+    import gymnasium as gym
+
+    module, _, gym_id = env_id.rpartition(":")
+    if not isinstance(error, gym.error.UnregisteredEnv):  # unknown names, namespaces and versions
+        return f"env {name!r} cannot be made: {error} (install the package the env needs)"
+    close = difflib.get_close_matches(gym_id, list(gym.registry), n=5, cutoff=0.6)
+    nearby = (f"registered ids close to it: {', '.join(close)}" if close else
+              "no registered id is close to it (gymnasium.pprint_registry() lists them)")
+    if module:
+        where = f"module {module!r} imported, but registered no env {gym_id!r}"
+    else:
+        where = (f"gymnasium has no env {gym_id!r} registered; if a package registers it when imported, name the "
+                 f"package too: gym:<package>:{gym_id}")
+    return f"env {name!r} cannot be made: {where} ({error}); {nearby}"
+
+
+def observation_fix(gym_space) -> str:
+    """What makes a gymnasium observation space with an unsupported part trainable: the wrapper that drops (a Dict's
+    or Tuple's entry) or converts it, applied in a function of one's own named as gym:<module>:<function>."""
+    from gymnasium import spaces as gs
+
+    factory = ("in a function of your own that returns the wrapped env, and train it as --env "
+               "gym:<module>:<function> (docs/envs.md)")
+    if isinstance(gym_space, (gs.Dict, gs.Tuple)):
+        keys = list(gym_space.spaces) if isinstance(gym_space, gs.Dict) else list(range(len(gym_space.spaces)))
+        bad = [key for key in keys if not supported(gym_space[key])]
+        kept = [key for key in keys if key not in bad]
+        if bad and kept:
+            return (f"drop {bad} with gymnasium.wrappers.FilterObservation(env, {kept}) (or convert it with "
+                    f"gymnasium.wrappers.TransformObservation) {factory}")
+    return f"convert it to one with gymnasium.wrappers.TransformObservation (or an ObservationWrapper) {factory}"
+
+
+def supported(gym_space) -> bool:
+    try:
+        spaces.from_gym(gym_space)
+    except ValueError:
+        return False
+    return True
 
 
 def gym_leaves(obs, space, path: str = "") -> dict[str, np.ndarray]:
@@ -72,8 +124,9 @@ def integer_bounds(leaf: spaces.Leaf) -> tuple[np.ndarray | None, np.ndarray | N
 
 
 class OutputCheck:
-    """Checks one env's first reset and first step against the declared spaces, raising one ValueError naming
-    the env, the call, the field, what was expected and what came."""
+    """Checks one env's outputs against the declared spaces, raising one ValueError naming the env, the call, the
+    field, what was expected and what came. The vector env's copies run every reset and step through it
+    (`checked`): numpy checks of a few leaves cost little beside a gymnasium step."""
 
     def __init__(self, name: str, gym_space, mask_dim: int | None) -> None:
         self.name, self.gym_space, self.mask_dim = name, gym_space, mask_dim
@@ -94,31 +147,35 @@ class OutputCheck:
                                  f"bool), 1 where the action is legal")
 
 
-def checked(env, check: OutputCheck):
-    """`env` wrapped so that its first reset and first step go through `check`."""
+def checked(env, check: OutputCheck, index: int = 0):
+    """`env`, copy `index` of a vector env, wrapped so that each of its resets and steps goes through `check`,
+    which names the copy and its step."""
     import gymnasium as gym
 
-    class FirstOutputsChecked(gym.Wrapper):
+    class OutputsChecked(gym.Wrapper):
         def __init__(self, env) -> None:
             super().__init__(env)
-            self.unchecked = {"reset()", "step()"}
+            self.steps = 0  # step() calls of this copy
 
         def reset(self, **kwargs):
             obs, info = self.env.reset(**kwargs)
-            self._check(obs, info, "reset()")
+            after = f" after its step() number {self.steps}" if self.steps else ""
+            check(obs, info, f"env {index}'s reset(){after}")
             return obs, info
 
         def step(self, action):
             obs, reward, terminated, truncated, info = self.env.step(action)
-            self._check(obs, info, "step()")
+            self.steps += 1
+            check(obs, info, f"env {index}'s step() number {self.steps}")
             return obs, reward, terminated, truncated, info
 
-        def _check(self, obs, info, where: str) -> None:
-            if where in self.unchecked:
-                self.unchecked.discard(where)
-                check(obs, info, where)
+    return OutputsChecked(env)
 
-    return FirstOutputsChecked(env)
+
+def checked_copy(make_one, check: OutputCheck, index: int):
+    """Copy `index` of a vector env: `make_one()` with its outputs checked (a module-level function, so that
+    the async vector env can send it to its worker process)."""
+    return checked(make_one(), check, index)
 
 
 def legal_action(space, mask: np.ndarray | None):
@@ -147,37 +204,46 @@ def mask_leaf_as_binary(space: spaces.Space) -> spaces.Space:
 
 
 class GymVectorEnv:
-    """`num_envs` copies of the gymnasium env `env_id`, seeded from `seed` (env i gets seed + i).
+    """`num_envs` copies of a gymnasium env, seeded from `seed` (env i gets seed + i). `env` is a registered id
+    (`CartPole-v1`; `module:id` imports `module` first, as `gymnasium.make` does) or a function of no arguments
+    returning a gymnasium env, wrappers and all; `name` is how messages call it (default `gym:<env>`).
 
     Before any vector env exists, one more copy of the env is made, its spaces converted (an unsupported one
-    raises, naming it and its path), and its first reset and step checked against them (shapes, dtypes, the
-    bounds of integer spaces, the action mask); the vector envs' own first reset and step are checked too.
+    raises, naming it and its path and the wrapper that would drop or convert it), and its first reset and step
+    checked against them (shapes, dtypes, the bounds of integer spaces, the action mask); then every reset and
+    step of every copy is checked the same way, naming the copy and its step.
     `asynchronous=True` runs each copy in its own process (gymnasium's AsyncVectorEnv), worth it when one env
     step costs more than the pipe round trip; keyword arguments go to `gymnasium.make` (e.g. max_episode_steps).
     """
 
     steps_on_host = True
 
-    def __init__(self, env_id: str, num_envs: int, device: torch.device | str = "cpu", *, seed: int = 0,
-                 asynchronous: bool = False, **make_kwargs) -> None:
+    def __init__(self, env: str | Callable[[], Any], num_envs: int, device: torch.device | str = "cpu", *,
+                 seed: int = 0, asynchronous: bool = False, name: str | None = None, **make_kwargs) -> None:
+        self.name = name or f"{PREFIX}{env if isinstance(env, str) else describe(env)}"
         try:
             import gymnasium as gym
         except ImportError as error:
-            raise ImportError(f"env 'gym:{env_id}' needs gymnasium: pip install 'gymnasium>=1.1'") from error
+            raise ImportError(f"env {self.name!r} needs gymnasium: pip install 'gymnasium>=1.1'") from error
         if num_envs < 1:
             raise ValueError(f"GymVectorEnv needs num_envs >= 1, got {num_envs}")
-        self.env_id, self.num_envs, self.seed = env_id, num_envs, seed
-        self.name = f"{PREFIX}{env_id}"
+        self.num_envs, self.seed = num_envs, seed
         self.device = torch.device(device)
-        try:
-            probe = gym.make(env_id, **make_kwargs)
-        except gym.error.Error as error:  # an unknown id or version, a missing package (DependencyNotInstalled)
-            raise ValueError(f"env 'gym:{env_id}' cannot be made: {error} (check the id with "
-                             f"gymnasium.pprint_registry(), or install the package the env needs)") from error
+        if isinstance(env, str):
+            make_one = functools.partial(gym.make, env, **make_kwargs)
+        elif make_kwargs:
+            raise ValueError(f"{self.name}: keyword arguments {sorted(make_kwargs)} go to gymnasium.make, which a "
+                             f"function making the env does not use; pass them inside it")
+        else:
+            make_one = env
+        probe = self._probe(make_one, env)
         try:
             self.gym_obs_space, self.gym_action_space = probe.observation_space, probe.action_space
             try:
                 obs_space = spaces.from_gym(self.gym_obs_space)
+            except ValueError as error:
+                raise ValueError(f"{self.name}: {error}; {observation_fix(self.gym_obs_space)}") from None
+            try:
                 self.action_space = spaces.action_from_gym(self.gym_action_space)
             except ValueError as error:
                 raise ValueError(f"{self.name}: {error}") from None
@@ -199,11 +265,31 @@ class GymVectorEnv:
         # A masked leaf observation goes under "obs" (spaces.with_action_mask), a Dict's leaves keep their paths.
         self.obs_prefix = "obs" if self.masked and not isinstance(obs_space, spaces.Dict) else ""
         self.storage = {path: spaces.storage(leaf) for path, leaf in spaces.leaves(self.observation_space).items()}
-        self.envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="async" if asynchronous else "sync",
-                                 vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-                                 wrappers=[lambda env: checked(env, check)], **make_kwargs)
+        vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
+        self.envs = vector([functools.partial(checked_copy, make_one, check, i) for i in range(num_envs)],
+                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         self.max_episode_steps = None  # a gymnasium env may truncate for reasons of its own, at any step
         self._seeded = False
+
+    def _probe(self, make_one: Callable[[], Any], env: str | Callable[[], Any]):
+        """One copy of the env, made before the vector env to check it; ValueError naming what went wrong."""
+        import gymnasium as gym
+
+        try:
+            probe = make_one()
+        except gym.error.Error as error:  # an unknown id or version, a missing package (DependencyNotInstalled)
+            if isinstance(env, str):
+                raise ValueError(cannot_make(env, self.name, error)) from error
+            raise
+        except ModuleNotFoundError as error:  # gymnasium imports the module of a `module:id`
+            if isinstance(env, str) and ":" in env:
+                raise ImportError(f"env {self.name!r}: cannot import module {env.split(':')[0]!r} ({error}); "
+                                  f"install the package that provides it") from error
+            raise
+        if not all(hasattr(probe, name) for name in ("reset", "step", "observation_space", "action_space")):
+            raise ValueError(f"env {self.name!r}: {describe(env)}() returned a {type(probe).__name__}, not a "
+                             f"gymnasium env (reset, step, observation_space, action_space)")
+        return probe
 
     def _to_device(self, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array)).to(self.device, dtype)
