@@ -34,10 +34,41 @@ def test_results_tabulate_mean_and_std_over_seeds(tmp_path):
     assert rows[1]["final_return_std"] == 0.0
     assert rows[0]["train_return_mean"] == 1.5 and rows[0]["best_return_mean"] == 2.0, "means of 0.5, 2.5 and 1, 3"
     table = (tmp_path / "results.md").read_text().splitlines()
-    assert table[2].startswith("| memory | 2.000 +- 1.000 (n=2) | 1.500, 2.000 |"), table
+    assert table[2].startswith("| memory | 2.000 +- 1.000 (n=2) | - | - | 2.000 +- 1.000 | - | 1.500 |"), table
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert len(lines) == 8 and lines[-1].startswith("[4/4] cartpole seed 2: final return 5.000"), lines
     assert results[1].runs[1].seed == 2
+
+
+def test_popgym_rows_report_mmer_against_the_published_scores_and_when_it_was_first_reached(tmp_path):
+    # CountRecallEasy: PPO-GRU 0.177, best of the 13 models 0.509 (LSTM).
+    curves = {1: [-0.5, 0.2, 0.6], 2: [-0.5, 0.1, 0.3]}  # MMERs 0.6 and 0.3: mean 0.45, past PPO-GRU, short of 0.509
+
+    def fake_train(cfg):
+        return SeedRun(cfg.seed, 0.0, [100, 200, 300], [1.0, 2.0, 3.0], curves[cfg.seed], sps=10.0,
+                       sampled_return=0.25)
+
+    [result] = run_benchmark(["popgym/CountRecallEasy"], 2, TrainConfig(), tmp_path, say=lambda line: None,
+                             train=fake_train)
+    row = result.row()
+    assert row["best_return_mean"] == pytest.approx(0.45) and row["best_return_std"] == pytest.approx(0.15)
+    assert (row["published_ppo_gru"], row["published_best"], row["published_best_model"]) == (0.177, 0.509, "LSTM")
+    assert row["reached_ppo_gru"] and not row["reached_best"]
+    assert row["seeds_reaching_ppo_gru"] == 2
+    assert row["steps_to_ppo_gru"] == 250 and row["seconds_to_ppo_gru"] == 2.5, "seed 1 at 200 steps, seed 2 at 300"
+    assert row["sampled_return_mean"] == 0.25 and row["changed_since_paper"]
+    line = (tmp_path / "results.md").read_text().splitlines()[2]
+    assert line.startswith("| popgym/CountRecallEasy | 0.450 +- 0.150 (n=2) | 0.177 / 0.509 (LSTM) (task changed "
+                           "since) ✓ | 250 steps, 2 s (2/2 seeds) | 0.000 +- 0.000 | 0.250 |"), line
+
+
+def test_a_published_score_never_reached_says_so():
+    from recurrent_ppo.benchmark import TaskResult, markdown_table
+
+    result = TaskResult("popgym/RepeatFirstEasy", [SeedRun(1, 0.5, [100], [1.0], [0.5], sps=1.0)])
+    row = result.row()
+    assert not row["reached_ppo_gru"] and row["seeds_reaching_ppo_gru"] == 0
+    assert "| 1.000 / 1.000 (GRU) | not reached |" in markdown_table([row])
 
 
 def test_an_empty_suite_is_refused(tmp_path):

@@ -33,6 +33,9 @@ def test_every_config_field_has_a_flag_with_its_docstring(command):
     text = " ".join(help_text(command).replace("│", " ").split())  # the help, unwrapped
     for name in TrainConfig.__dataclass_fields__:
         assert docs.get(name), f"TrainConfig.{name} has no docstring"
+        if name == "preset":  # recorded, not set: the subcommand's own --preset chooses it
+            assert "--preset NAME Start from a named configuration" in text
+            continue
         assert "--" + name.replace("_", "-") in text, name
         first_words = " ".join(docs[name].split()[:4])
         assert first_words in text, f"--{name} help lacks its docstring {first_words!r}"
@@ -46,7 +49,7 @@ def test_flags_override_defaults():
 
 def test_a_preset_gives_the_defaults_and_flags_override_it():
     cfg = parse_train(["--preset", "memory", "--num-envs", "8"])
-    assert cfg == PRESETS["memory"].replace(num_envs=8)
+    assert cfg == PRESETS["memory"].replace(num_envs=8, preset="memory")
     assert parse_train(["--num-envs=8", "--preset=memory"]) == cfg, "order and = forms do not matter"
 
 
@@ -184,3 +187,26 @@ def test_config_file_gives_the_defaults_and_flags_override_it(tmp_path):
     (tmp_path / "odd.json").write_text(json.dumps({"env": "cartpole", "colour": "blue"}))
     with pytest.raises(UsageError, match=r"unknown settings \[.colour.\]"):
         parse_train(["--config", str(tmp_path / "odd.json")])
+
+
+def test_popgym_tasks_start_from_the_popgym_preset_unless_another_is_chosen():
+    from recurrent_ppo.cli import parse
+
+    def config(*argv):
+        return parse(list(argv))[0].config
+
+    cfg = config("train", "--env", "popgym/RepeatFirstEasy")
+    assert (cfg.preset, cfg.previous_action) == ("popgym", True)
+    assert config("train", "--env", "popgym/RepeatFirstEasy", "--no-previous-action").previous_action is False
+    assert config("train", "--preset", "cartpole", "--env", "popgym/RepeatFirstEasy").preset == "cartpole"
+    assert config("benchmark").preset == config("benchmark", "--suite", "popgym-hard").preset == "popgym"
+    assert config("benchmark", "--suite", "memory").preset == config("train").preset == ""
+
+
+def test_the_preset_a_run_started_from_is_in_its_config_json(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--env", "popgym/RepeatFirstEasy", "--num-envs", "4", "--num-steps", "16", "--seq-len", "8",
+                 "--num-minibatches", "2", "--hidden-dim", "8", "--total-steps", "64", "--eval-episodes", "0",
+                 "--compile-mode", "off", "--device", "cpu", "--no-progress", "--run-dir", str(run)]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["preset"] == "popgym" and saved["previous_action"] is True

@@ -192,7 +192,7 @@ def test_an_observation_space_without_a_float_box_is_refused(tmp_path, capsys):
     with pytest.raises(ValueError, match="has none; turn normalize_obs off for this env"):
         RolloutCollector(policy, RandomEnv(2, space, Discrete(3)), RolloutBuffer.for_policy(policy, 2, 4, CPU),
                          EpisodeTracker(2, CPU), normalize_obs=True)
-    assert main(["train", "--env", "popgym/RepeatPreviousEasy", "--normalize-obs", "--device", "cpu",
+    assert main(["train", "--env", "popgym/RepeatPreviousEasy", "--no-previous-action", "--normalize-obs", "--device", "cpu",
                  "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "observation space Discrete(n=4, start=0) has none; turn normalize_obs off" in err, err

@@ -1,12 +1,15 @@
 """`recurrent-ppo benchmark`: train every task of a suite for every seed and tabulate how well and how fast
 each learned: a tool for users, and a regression gate for learning quality (not a test).
 
-For each task: the final return (the deterministic evaluation at the end of training, or the last-100 training
-return when evaluation is off), its mean and std over seeds; the training return at the end (the sampling policy's
-last-100-episode mean) and the best one logged (POPGym's MMER, the maximum mean episodic reward over training);
-the steps and wall-clock seconds to reach 90% of
-the way from the first logged return to the best one (per seed, then averaged); steps/s. Written to OUT as
-results.json, results.md and curves.png (returns against steps and against wall-clock, one panel each).
+The headline is what the field reports: the MMER (POPGym's maximum mean episodic return: the best mean return of
+the training episodes logged over the run), its mean and std over seeds, beside the published PPO-GRU score and the
+best of POPGym's 13 models where the paper states them (`envs.popgym.published`), with a mark where the mean reaches
+them and the steps and wall-clock seconds at which each seed's curve first reached the PPO-GRU score. Beside it:
+the final evaluations of the deterministic (greedy) policy and of the sampling policy that training runs (the greedy
+one undersells tasks whose greedy policy repeats a move), the training return at the end, the best memoryless
+policy's return, the steps and seconds to reach 90% of the way from the first logged return to the best one, and
+steps/s. Written to OUT as results.json, results.md and curves.png (returns against steps and against wall-clock,
+one panel each).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from recurrent_ppo.config import TrainConfig
+from recurrent_ppo.envs.popgym.published import CHANGED_SINCE, PUBLISHED
 from recurrent_ppo.plot import read_metrics
 
 REACH = 0.9
@@ -60,6 +64,8 @@ class SeedRun:
     sps: float
     train_return: float | None = None
     """The mean return of the last training episodes (the sampling policy) at the end."""
+    sampled_return: float | None = None
+    """The final evaluation's mean return under the sampling policy (final_return is the greedy policy's)."""
 
     @property
     def best_return(self) -> float | None:
@@ -78,6 +84,12 @@ class SeedRun:
         step, second, _ = next(item for item in finite if item[2] >= target)
         return step, second
 
+    def first_at_least(self, score: float) -> tuple[int | None, float | None]:
+        """Steps and seconds at which the logged training return first reached `score`; None if it never did."""
+        hit = next(((s, t) for s, t, r in zip(self.steps, self.seconds, self.returns)
+                    if math.isfinite(r) and r >= score), None)
+        return hit if hit is not None else (None, None)
+
 
 @dataclass
 class TaskResult:
@@ -87,25 +99,45 @@ class TaskResult:
 
     def row(self) -> dict[str, Any]:
         finals = [run.final_return for run in self.runs]
-        reached = [run.reached() for run in self.runs]
-        steps = [s for s, _ in reached if s is not None]
-        seconds = [t for _, t in reached if t is not None]
-        return {
+        best = [run.best_return for run in self.runs if run.best_return is not None]
+        steps, seconds = means_of_pairs(run.reached() for run in self.runs)
+        published = PUBLISHED.get(self.task)
+        row = {
             "task": self.task, "seeds": [run.seed for run in self.runs], "final_returns": finals,
             "final_return_mean": statistics.fmean(finals),
             "final_return_std": statistics.pstdev(finals) if len(finals) > 1 else 0.0,
-            "steps_to_reach": statistics.fmean(steps) if steps else None,
-            "seconds_to_reach": statistics.fmean(seconds) if seconds else None,
+            "steps_to_reach": steps, "seconds_to_reach": seconds,
             "train_return_mean": mean_of(run.train_return for run in self.runs),
-            "best_return_mean": mean_of(run.best_return for run in self.runs),
+            "best_return_mean": mean_of(best), "best_returns": best,
+            "best_return_std": statistics.pstdev(best) if len(best) > 1 else 0.0,
+            "sampled_return_mean": mean_of(run.sampled_return for run in self.runs),
             "sps": statistics.fmean(run.sps for run in self.runs), "memoryless_return": self.memoryless,
+            "published_ppo_gru": None, "published_best": None, "published_best_model": None,
+            "changed_since_paper": CHANGED_SINCE.get(self.task),
         }
+        if published is not None:
+            hits = [run.first_at_least(published.ppo_gru) for run in self.runs]
+            steps, seconds = means_of_pairs(hits)
+            mean_best = row["best_return_mean"]
+            row.update(published_ppo_gru=published.ppo_gru, published_best=published.best,
+                       published_best_model=published.best_model,
+                       reached_ppo_gru=mean_best is not None and mean_best >= published.ppo_gru,
+                       reached_best=mean_best is not None and mean_best >= published.best,
+                       seeds_reaching_ppo_gru=sum(step is not None for step, _ in hits),
+                       steps_to_ppo_gru=steps, seconds_to_ppo_gru=seconds)
+        return row
 
 
 def mean_of(values) -> float | None:
     """The mean of the values that are not None, or None if all are."""
     known = [value for value in values if value is not None]
     return statistics.fmean(known) if known else None
+
+
+def means_of_pairs(pairs) -> tuple[float | None, float | None]:
+    """The means of the first and of the second items of (steps, seconds) pairs, over the pairs that are known."""
+    known = [pair for pair in pairs if pair[0] is not None]
+    return mean_of(s for s, _ in known), mean_of(t for _, t in known)
 
 
 def memoryless_return(task: str) -> float | None:
@@ -129,12 +161,24 @@ def train_once(cfg: TrainConfig) -> SeedRun:
     # Every run compiles the same functions of new modules; Dynamo would keep piling their guards on the same code
     # objects until the recompile limit stops a later run (at the ninth task of a suite).
     torch._dynamo.reset()
-    summary = Trainer(cfg).train()
+    trainer = Trainer(cfg)
+    summary = trainer.train()
     rows = read_metrics(Path(cfg.run_dir) / "metrics.jsonl")
     final = summary.get("eval_return_mean", summary["episode_return_mean"])
     return SeedRun(seed=cfg.seed, final_return=float(final), steps=[row["global_step"] for row in rows],
                    seconds=[row["time"] for row in rows], returns=[row["episode_return_mean"] for row in rows],
-                   sps=float(summary["sps"]), train_return=float(summary["episode_return_mean"]))
+                   sps=float(summary["sps"]), train_return=float(summary["episode_return_mean"]),
+                   sampled_return=sampled_evaluation(trainer) if cfg.eval_episodes else None)
+
+
+def sampled_evaluation(trainer) -> float:
+    """The trained policy's mean return over `eval_episodes` fresh episodes when it samples its actions, as in
+    training, on the trainer's evaluation env (eager: it runs once)."""
+    from recurrent_ppo.rollout import Evaluator
+
+    evaluator = trainer.evaluator
+    sampling = Evaluator(trainer.policy, evaluator.env, obs_norm=evaluator.obs_norm, deterministic=False)
+    return sampling.evaluate(trainer.cfg.eval_episodes)
 
 
 def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path,
@@ -163,19 +207,38 @@ def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    def number(value: float | None, fmt: str) -> str:
+    def number(value: float | None, fmt: str = ".3f") -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = ["| task | final return (mean +- std) | training return: last, best | memoryless best | steps to 90% "
-             "| seconds to 90% | steps/s |",
-             "|---|---|---|---|---|---|---|"]
+    def published(row: dict[str, Any]) -> str:
+        if row.get("published_ppo_gru") is None:
+            return "-"
+        marks = "".join(mark for mark, key in (("✓", "reached_ppo_gru"), ("★", "reached_best")) if row.get(key))
+        changed = " (task changed since)" if row.get("changed_since_paper") else ""
+        return (f"{row['published_ppo_gru']:.3f} / {row['published_best']:.3f} ({row['published_best_model']})"
+                f"{changed} {marks}".rstrip())
+
+    def first_reached(row: dict[str, Any]) -> str:
+        if row.get("published_ppo_gru") is None:
+            return "-"
+        if not row.get("seeds_reaching_ppo_gru"):
+            return "not reached"
+        return (f"{row['steps_to_ppo_gru']:,.0f} steps, {row['seconds_to_ppo_gru']:.0f} s "
+                f"({row['seeds_reaching_ppo_gru']}/{len(row['seeds'])} seeds)")
+
+    lines = ["| task | MMER (mean +- std) | published PPO-GRU / best of 13 | first at PPO-GRU | greedy evaluation | "
+             "sampling evaluation | training return at the end | memoryless best | steps/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['task']} | {row['final_return_mean']:.3f} +- {row['final_return_std']:.3f} "
-                     f"(n={len(row['seeds'])}) | {number(row.get('train_return_mean'), '.3f')}, "
-                     f"{number(row.get('best_return_mean'), '.3f')} | {number(row['memoryless_return'], '.3f')} | "
-                     f"{number(row['steps_to_reach'], ',.0f')} | {number(row['seconds_to_reach'], '.1f')} | "
-                     f"{row['sps']:,.0f} |")
-    return "\n".join(lines) + "\n"
+        mmer = (f"{row['best_return_mean']:.3f} +- {row['best_return_std']:.3f}"
+                if row.get("best_return_mean") is not None else "-")
+        lines.append(f"| {row['task']} | {mmer} (n={len(row['seeds'])}) | {published(row)} | {first_reached(row)} | "
+                     f"{row['final_return_mean']:.3f} +- {row['final_return_std']:.3f} | "
+                     f"{number(row.get('sampled_return_mean'))} | {number(row.get('train_return_mean'))} | "
+                     f"{number(row['memoryless_return'])} | {row['sps']:,.0f} |")
+    legend = ("\n✓: the mean MMER reaches the published PPO-GRU score; ★: it reaches the best of POPGym's 13 models "
+              "(Morad et al., ICLR 2023, 15M steps; recurrent_ppo.envs.popgym.published).\n")
+    return "\n".join(lines) + "\n" + (legend if any(row.get("published_ppo_gru") is not None for row in rows) else "")
 
 
 def write_results(results: list[TaskResult], out_dir: Path) -> None:

@@ -21,7 +21,7 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
-from recurrent_ppo.config import PRESETS, TrainConfig, config_from_dict
+from recurrent_ppo.config import FAMILY_PRESETS, PRESETS, TrainConfig, config_from_dict
 from recurrent_ppo.runfolder import RunFolderInUse, RunFolderWriteError
 
 TRAINER_KEYS = ("resolved_device", "resolved_compile_mode", "resolved_rnn_kernel", "world_size")
@@ -215,9 +215,19 @@ def _defaults(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
         return checkpoint_config(saved, resume), saved
     if config is not None:
         return config_from_file(config), None
+    if preset is None and (family := family_preset(argv)) is not None:
+        preset = family
     if preset in PRESETS:
-        return PRESETS[preset], None
+        return PRESETS[preset].replace(preset=preset), None
     return TrainConfig(), None  # an unknown preset is left for tyro to reject with the choices
+
+
+def family_preset(argv: Sequence[str]) -> str | None:
+    """The preset of the task family that `--env` (or a benchmark's `--suite`, popgym-easy by default) names."""
+    env = _option(argv, "--env") or ""
+    if argv and argv[0] == "benchmark":
+        env = (_option(argv, "--suite") or "popgym-easy").replace("-", "/", 1)
+    return next((name for prefix, name in FAMILY_PRESETS.items() if env.startswith(prefix)), None)
 
 
 def parse(argv: Sequence[str]) -> tuple[Command, dict | None]:

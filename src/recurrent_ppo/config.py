@@ -7,9 +7,10 @@ import types
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
+import tyro
 
 from recurrent_ppo.compile import COMPILE_MODES
 from recurrent_ppo.envs import ENV_CHOICES, is_env_name
@@ -127,6 +128,10 @@ class TrainConfig:
     """Stop the run when the env returns a NaN or Inf reward or observation (checked on the device)."""
     overwrite: bool = False
     """Replace the run already in --run-dir instead of refusing to start."""
+    preset: Annotated[str, tyro.conf.Suppress] = ""
+    """The named preset (PRESETS) these settings started from, recorded in config.json; empty for the defaults or a
+    config file. Not a flag of its own: --preset chooses it, and POPGym tasks start from the popgym preset unless
+    --preset, --config or --resume chooses otherwise."""
 
     @property
     def batch_size(self) -> int:
@@ -313,5 +318,14 @@ PRESETS: dict[str, TrainConfig] = {
     # Box actions (Gaussian head); short horizon and no entropy bonus, as continuous-control PPO setups use.
     "pendulum": TrainConfig(env="gym:Pendulum-v1", normalize_rewards=False, reward_scale=0.1, total_steps=409_600,
                             learning_rate=1e-3, gamma=0.9, ent_coef=0.0, update_epochs=10),
+    # One configuration for every POPGym task, as POPGym trains every task with one (docs/measurements.md has the
+    # ablation behind each setting).
+    "popgym": TrainConfig(
+        env="popgym/RepeatPreviousEasy",
+        # POPGym's baselines show the policy its previous action (PreviousAction + Antialias): it more than doubled
+        # MineSweeper's and MultiarmedBandit's returns, and changed no other task measurably.
+        previous_action=True,
+    ),
 }
-
+FAMILY_PRESETS = {"popgym/": "popgym"}
+"""The preset an env name's prefix starts from when no --preset, --config or --resume chooses one."""

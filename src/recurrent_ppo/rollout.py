@@ -252,15 +252,18 @@ class RolloutCollector:
 
 
 class Evaluator:
-    """Mean return of fresh episodes under the deterministic policy, on an env of its own.
+    """Mean return of fresh episodes under the deterministic policy (or, with `deterministic=False`, the sampling
+    policy that training runs), on an env of its own.
 
     `obs_norm`: the training run's observation normalizer, for a policy trained on normalized observations;
     evaluation applies its statistics frozen (never updates them), as the run's checkpoint holds them."""
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, *, compile_mode: str = "off",
-                 compile_backend: str = "inductor", obs_norm: ObservationNormalizer | None = None) -> None:
+                 compile_backend: str = "inductor", obs_norm: ObservationNormalizer | None = None,
+                 deterministic: bool = True) -> None:
         check_env_matches(policy, env)
         self.policy, self.env, self.obs_norm = policy, env, obs_norm
+        self.deterministic = deterministic
         self.compile_mode = compile_mode
         # Step-to-step carry in place, as in RolloutCollector (CUDA graphs overwrite a step's outputs).
         with torch.inference_mode():
@@ -282,7 +285,7 @@ class Evaluator:
         # host envs too, so the carry keeps the env's own observations.
         if self.obs_norm is not None:
             obs = self.obs_norm(obs, update=False)
-        act = self.policy.get_action(obs, hidden, episode_starts, deterministic=True)
+        act = self.policy.get_action(obs, hidden, episode_starts, deterministic=self.deterministic)
         return act, self.policy.env_action(act.action)
 
     def evaluate(self, num_episodes: int, max_steps: int = 100_000) -> float:
