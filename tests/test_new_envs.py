@@ -285,25 +285,25 @@ def test_masked_choice_rejects_bad_arguments():
         MaskedChoice(1, legal_prob=1.5)
 
 
-# --- learning, compiled as `make train` runs on CPU -----------------------------------------------------------
+# --- learning (eager: at 32 envs on one thread these train about as fast eager as compiled, and a cold compile
+# would cost more than their training; the compile contract is tests/test_compile.py's) ------------------------
 
 @pytest.mark.slow
 def test_learns_masked_choice_beyond_the_memoryless_best(tmp_path):
     cfg = PRESETS["masked-choice"].replace(eval_episodes=100, progress=False, run_dir=str(tmp_path / "run"),
-                                           device="cpu")
+                                           device="cpu", compile_mode="off")
     summary = Trainer(cfg).train()
-    assert summary["compile_mode"] == "default"
     # Without memory no policy earns more than memoryless_return() = 0.385 (the cue is gone 8 steps before the
-    # query); seeds 1-3 evaluated at 0.98, 1.0, 1.0 (100 episodes). A margin of 0.4 leaves room for noise.
-    assert summary["eval_return_mean"] >= memoryless_return() + 0.4, summary
+    # query); eager, seeds 1-3 evaluated at 1.0, 0.795, 0.925 (100 episodes). A margin of 0.3 leaves room for noise.
+    assert summary["eval_return_mean"] >= memoryless_return() + 0.3, summary
 
 
 @pytest.mark.slow
 def test_learns_stateless_pendulum_with_memory(tmp_path):
     cfg = PRESETS["stateless-pendulum"].replace(eval_episodes=32, progress=False, run_dir=str(tmp_path / "run"),
-                                                device="cpu")
+                                                device="cpu", compile_mode="off")
     summary = Trainer(cfg).train()
-    assert summary["compile_mode"] == "default"
     # A random policy returns about -1200 to -1500 per 200-step episode; without the velocity the LSTM must infer
-    # it from successive angles. Seeds 1-3 evaluated at -198, -245, -161 (32 episodes) after the preset's 164k steps.
+    # it from successive angles. Eager, seeds 1-3 evaluated at -239, -224, -220 (32 episodes) after the preset's
+    # 164k steps.
     assert summary["eval_return_mean"] >= -400, summary
