@@ -101,3 +101,15 @@ def test_compiled_runs_one_after_another_do_not_pile_up_recompiles(tmp_path):
         results = run_benchmark(["memory", "stateless-cartpole", "cartpole"], 1, base, tmp_path, say=lambda line: None)
     assert torch._dynamo.config.recompile_limit == limit, "the setting is back"
     assert [len(result.runs) for result in results] == [1, 1, 1]
+
+
+def test_a_suite_can_be_a_list_of_envs_named_as_for_train(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--suite", "memory,recurrent_ppo.envs.memory:CueMemory", "--seeds", "1", "--steps", "64",
+                 "--num-envs", "4", "--num-steps", "16", "--seq-len", "8", "--num-minibatches", "2",
+                 "--hidden-dim", "8", "--update-epochs", "1", "--eval-episodes", "0", "--device", "cpu",
+                 "--compile-mode", "off", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [row["task"] for row in rows] == ["memory", "recurrent_ppo.envs.memory:CueMemory"]
+    assert main(["benchmark", "--suite", "memory,no such env"]) == 2
+    assert "'no such env'] is not a suite" in capsys.readouterr().err

@@ -210,3 +210,8 @@ def test_the_preset_a_run_started_from_is_in_its_config_json(tmp_path):
                  "--compile-mode", "off", "--device", "cpu", "--no-progress", "--run-dir", str(run)]) == 0
     saved = json.loads((run / "config.json").read_text())
     assert saved["preset"] == "popgym" and saved["previous_action"] is True
+
+
+def test_a_benchmark_of_listed_popgym_tasks_starts_from_the_popgym_preset_and_a_mixed_list_does_not():
+    assert parse(["benchmark", "--suite", "popgym/RepeatFirstEasy,popgym/CountRecallEasy"])[0].config.preset == "popgym"
+    assert parse(["benchmark", "--suite", "popgym/RepeatFirstEasy,memory"])[0].config.preset == ""

@@ -117,7 +117,8 @@ class Benchmark:
 
     config: Config
     suite: str = "popgym-easy"
-    """The tasks: popgym-easy, popgym-medium, popgym-hard or memory."""
+    """The tasks: popgym-easy, popgym-medium, popgym-hard or memory; or envs of your choice, comma-separated
+    (any --env form: popgym/CountRecallEasy,gym:CartPole-v1,my_envs:MyEnv)."""
     seeds: int = 3
     """Seeds 1..N of each task."""
     steps: int | None = None
@@ -225,9 +226,11 @@ def _defaults(argv: Sequence[str]) -> tuple[TrainConfig, dict | None]:
 def family_preset(argv: Sequence[str]) -> str | None:
     """The preset of the task family that `--env` (or a benchmark's `--suite`, popgym-easy by default) names."""
     env = _option(argv, "--env") or ""
-    if argv and argv[0] == "benchmark":
-        env = (_option(argv, "--suite") or "popgym-easy").replace("-", "/", 1)
-    return next((name for prefix, name in FAMILY_PRESETS.items() if env.startswith(prefix)), None)
+    envs = [env]
+    if argv and argv[0] == "benchmark":  # a named suite's family, or every listed env's
+        envs = [task.replace("-", "/", 1) if "/" not in task and ":" not in task else task
+                for task in (_option(argv, "--suite") or "popgym-easy").split(",")]
+    return next((name for prefix, name in FAMILY_PRESETS.items() if all(env.startswith(prefix) for env in envs)), None)
 
 
 def parse(argv: Sequence[str]) -> tuple[Command, dict | None]:
@@ -404,19 +407,33 @@ def benchmark_command(args: Benchmark) -> int:
 
     from recurrent_ppo.benchmark import SUITES, markdown_table, run_benchmark
 
-    if args.suite not in SUITES:
-        raise UsageError(f"--suite {args.suite!r} is unknown; choose one of {sorted(SUITES)}")
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds} must be >= 1")
     base = args.config.replace(total_steps=args.steps) if args.steps else args.config
-    tasks = SUITES[args.suite]()
-    out = Path(args.out) if args.out else Path("benchmarks") / f"{args.suite}-{time.strftime('%Y%m%d-%H%M%S')}"
+    tasks = suite_tasks(args.suite)
+    name = args.suite if args.suite in SUITES else "tasks"
+    out = Path(args.out) if args.out else Path("benchmarks") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"benchmark {args.suite}: {len(tasks)} tasks x {args.seeds} seeds of {base.total_steps:,} steps -> {out}",
           flush=True)
     results = run_benchmark(tasks, args.seeds, base, out, say=lambda line: print(line, flush=True))
     print(markdown_table([result.row() for result in results]), end="")
     print(f"table: {out / 'results.md'}; JSON: {out / 'results.json'}; curves: {out / 'curves.png'}")
     return 0
+
+
+def suite_tasks(suite: str) -> list[str]:
+    """The envs of `--suite`: a named suite's, or the comma-separated env names given."""
+    from recurrent_ppo.benchmark import SUITES
+    from recurrent_ppo.envs import ENV_CHOICES, is_env_name
+
+    if suite in SUITES:
+        return SUITES[suite]()
+    tasks = [task.strip() for task in suite.split(",") if task.strip()]
+    unknown = [task for task in tasks if not is_env_name(task)]
+    if not tasks or unknown:
+        raise UsageError(f"--suite {suite!r}: {unknown or 'no env'} is not a suite ({', '.join(sorted(SUITES))}) nor "
+                         f"a comma-separated list of envs, each {ENV_CHOICES}")
+    return tasks
 
 
 def export_command(args: Export) -> int:
