@@ -44,18 +44,19 @@ def _compose(decay_a, delta_a, decay_b, delta_b):
 
 
 @triton.jit
-def _load_steps(rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask,
-                WHERE_TRUNCATED: tl.constexpr):
+def _load_steps(rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, offs, mask):
     reward = tl.load(rewards_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     value = tl.load(values_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     terminated = tl.load(terminated_ptr + offs, mask=mask, other=0).to(tl.float32)
     truncated = tl.load(truncated_ptr + offs, mask=mask, other=0).to(tl.float32)
-    if WHERE_TRUNCATED:  # rollouts truncate rarely, so most of this tensor's sectors are never fetched; but the
-        # load waits for the mask's, a second trip to memory for every warp with a truncated step
-        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask & (truncated != 0.0), other=0.0)
-    else:  # the whole tile, with the other loads: 4 more bytes per step, no second trip
-        truncated_value = tl.load(truncated_values_ptr + offs, mask=mask, other=0.0)
-    return reward, value, terminated, truncated, truncated_value.to(tl.float32)
+    return reward, value, terminated, truncated
+
+
+@triton.jit
+def _load_truncated_values(truncated_values_ptr, offs, mask, truncated):
+    # Only where a step is truncated: rollouts truncate rarely, so most of this tensor's sectors are never fetched;
+    # but the load waits for the mask's, a second trip to memory for every warp with a truncated step.
+    return tl.load(truncated_values_ptr + offs, mask=mask & (truncated != 0.0), other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -79,36 +80,21 @@ def _next_values_loaded(values_ptr, offs, t, mask, num_steps, last_value):
 
 
 @triton.jit
-def _split4(x, BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr):
-    """[E, S] -> four [E, S // 4]: the steps 4i, 4i + 1, 4i + 2, 4i + 3 of each segment i."""
-    even, odd = tl.split(tl.reshape(x, [BLOCK_ENVS, BLOCK_STEPS // 4, 2, 2]))
-    x0, x2 = tl.split(even)
-    x1, x3 = tl.split(odd)
-    return x0, x1, x2, x3
-
-
-@triton.jit
-def _join4(x0, x1, x2, x3, BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr):
-    """The inverse of _split4."""
-    return tl.reshape(tl.join(tl.join(x0, x2), tl.join(x1, x3)), [BLOCK_ENVS, BLOCK_STEPS])
-
-
-@triton.jit
 def _descending_chunk(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr, returns_ptr,
     row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
-    BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr,
-    WHERE_TRUNCATED: tl.constexpr, STORE_RETURNS: tl.constexpr,
+    BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr, STORE_RETURNS: tl.constexpr,
 ):
     # Time descends along the tile, so the recurrence is one forward associative scan over it (reverse scans
     # have had wrong-result bugs in Triton). The cost: descending addresses, which Triton loads and stores a
-    # scalar at a time.
+    # scalar at a time (the lab's ascending variant, bench/gae_lab/ascending_kernel.py, vectorizes them).
     lane = tl.arange(0, BLOCK_STEPS)[None, :]  # [1, S]
     t = num_steps - 1 - start - lane  # [1, S], decreasing along the tile
     mask = env_mask[:, None] & (t >= 0)  # [E, S]
     offs = row + t
-    reward, value, terminated, truncated, truncated_value = _load_steps(
-        rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask, WHERE_TRUNCATED)
+    reward, value, terminated, truncated = _load_steps(rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, offs,
+                                                       mask)
+    truncated_value = _load_truncated_values(truncated_values_ptr, offs, mask, truncated)
     if NEXT_FROM_TILE:  # V(s_{t+1}): the value tile's previous lane; lane 0 takes the later chunk's last lane
         shifted = tl.gather(value, tl.maximum(lane - 1, 0) + tl.zeros([BLOCK_ENVS, BLOCK_STEPS], tl.int32), axis=1)
         next_value = tl.where(lane == 0, later_value[:, None], shifted)
@@ -126,72 +112,18 @@ def _descending_chunk(
 
 
 @triton.jit
-def _ascending_chunk(
-    rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr, returns_ptr,
-    row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
-    BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr,
-    WHERE_TRUNCATED: tl.constexpr, STORE_RETURNS: tl.constexpr,
-):
-    # Time ascends along the tile, as in memory, so each thread loads and stores contiguous vectors. The
-    # recurrence runs backwards over them without a reverse scan: the tile splits into segments of 4 steps
-    # (what a thread holds of a float32 tile), each segment composes its 4 maps in registers, and only the
-    # segments' maps cross threads, through a forward scan over the segments gathered latest first.
-    SEGMENTS: tl.constexpr = BLOCK_STEPS // 4
-    lane = tl.arange(0, BLOCK_STEPS)[None, :]  # [1, S]
-    segment = tl.arange(0, SEGMENTS)[None, :]  # [1, G]
-    zeros = tl.zeros([BLOCK_ENVS, SEGMENTS], tl.int32)
-    t = num_steps - start - BLOCK_STEPS + lane  # [1, S], increasing along the tile, ending at T - 1 - start
-    mask = env_mask[:, None] & (t >= 0)  # [E, S]
-    offs = row + t
-    reward, value, terminated, truncated, truncated_value = _load_steps(
-        rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, offs, mask, WHERE_TRUNCATED)
-    if NEXT_FROM_TILE:  # V(s_{t+1}): the next step in the segment, or the next segment's first; then the later chunk's
-        v0, v1, v2, v3 = _split4(value, BLOCK_ENVS, BLOCK_STEPS)
-        next_first = tl.gather(v0, tl.minimum(segment + 1, SEGMENTS - 1) + zeros, axis=1)
-        v4 = tl.where(segment == SEGMENTS - 1, later_value[:, None], next_first)
-        next_value = _join4(v1, v2, v3, v4, BLOCK_ENVS, BLOCK_STEPS)
-        later_value = tl.sum(tl.where(segment == 0, v0, 0.0), axis=1)
-    else:
-        next_value = _next_values_loaded(values_ptr, offs, t, mask, num_steps, last_value)
-    decay, delta = _step_maps(reward, value, next_value, terminated, truncated, truncated_value, mask, gamma, lam)
-    c0, c1, c2, c3 = _split4(decay, BLOCK_ENVS, BLOCK_STEPS)
-    d0, d1, d2, d3 = _split4(delta, BLOCK_ENVS, BLOCK_STEPS)
-    # Segment i's map from A after it to A at its first step, then the segments' maps latest first and scanned:
-    # entry j of the scan is A at the first step of segment G-1-j, as a map of the carry (A after the chunk).
-    latest_first = (SEGMENTS - 1 - segment) + zeros
-    segment_decay = tl.gather(c0 * c1 * c2 * c3, latest_first, axis=1)
-    segment_delta = tl.gather(d0 + c0 * (d1 + c1 * (d2 + c2 * d3)), latest_first, axis=1)
-    segment_decay, segment_delta = tl.associative_scan((segment_decay, segment_delta), axis=1, combine_fn=_compose)
-    first_advantage = segment_delta + segment_decay * carry[:, None]
-    # A after segment i is A at the first step of segment i+1: scan entry G-2-i; after the last one, the carry.
-    after = tl.gather(first_advantage, tl.maximum(SEGMENTS - 2 - segment, 0) + zeros, axis=1)
-    a3 = d3 + c3 * tl.where(segment == SEGMENTS - 1, carry[:, None], after)
-    a2 = d2 + c2 * a3
-    a1 = d1 + c1 * a2
-    a0 = d0 + c0 * a1
-    advantage = _join4(a0, a1, a2, a3, BLOCK_ENVS, BLOCK_STEPS)
-    tl.store(advantages_ptr + offs, advantage, mask=mask)
-    if STORE_RETURNS:
-        tl.store(returns_ptr + offs, advantage + value, mask=mask)
-    carry = tl.sum(tl.where(segment == 0, a0, 0.0), axis=1)
-    return carry, later_value
-
-
-@triton.jit
 def _gae_scan_kernel(
     rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, last_values_ptr,
     advantages_ptr, returns_ptr,
     num_envs, num_steps, stride_env,
     gamma, lam,
-    BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr, ASCENDING: tl.constexpr,
-    WHERE_TRUNCATED: tl.constexpr, STORE_RETURNS: tl.constexpr,
+    BLOCK_ENVS: tl.constexpr, BLOCK_STEPS: tl.constexpr, NEXT_FROM_TILE: tl.constexpr, STORE_RETURNS: tl.constexpr,
 ):
     # A program owns BLOCK_ENVS envs and walks time backwards in chunks of BLOCK_STEPS. Each chunk loads whole
     # [envs, steps] tiles (contiguous along time in the env-major layout), builds every step's affine map at
     # once, and solves the chunk's recurrence with an associative scan; only the carry A between chunks is
-    # sequential. ASCENDING picks how a chunk orders time along its tile (see the two chunk functions);
-    # WHERE_TRUNCATED, whether truncated_values is read only where a step is truncated (_load_steps);
-    # STORE_RETURNS, whether returns are written too (returns_ptr is None without them).
+    # sequential. NEXT_FROM_TILE: where V(s_{t+1}) comes from (_descending_chunk); STORE_RETURNS, whether
+    # returns are written too (returns_ptr is None without them).
     envs = tl.program_id(0) * BLOCK_ENVS + tl.arange(0, BLOCK_ENVS)  # [E]
     env_mask = envs < num_envs
     row = envs.to(tl.int64)[:, None] * stride_env  # [E, 1]
@@ -199,34 +131,25 @@ def _gae_scan_kernel(
     carry = tl.zeros([BLOCK_ENVS], dtype=tl.float32)  # A at the step after the chunk; A_T = 0
     later_value = last_value  # V at the step after the chunk
     for start in range(0, num_steps, BLOCK_STEPS):
-        if ASCENDING:
-            carry, later_value = _ascending_chunk(
-                rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr,
-                returns_ptr, row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
-                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, WHERE_TRUNCATED, STORE_RETURNS)
-        else:
-            carry, later_value = _descending_chunk(
-                rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr,
-                returns_ptr, row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
-                BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, WHERE_TRUNCATED, STORE_RETURNS)
+        carry, later_value = _descending_chunk(
+            rewards_ptr, values_ptr, terminated_ptr, truncated_ptr, truncated_values_ptr, advantages_ptr,
+            returns_ptr, row, env_mask, last_value, num_steps, start, carry, later_value, gamma, lam,
+            BLOCK_ENVS, BLOCK_STEPS, NEXT_FROM_TILE, STORE_RETURNS)
 
 
-# (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None for Triton's, NEXT_FROM_TILE, ASCENDING,
-#  WHERE_TRUNCATED)
-Tile = tuple[int, int, int, int | None, bool, bool, bool]
+# (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None for Triton's, NEXT_FROM_TILE)
+Tile = tuple[int, int, int, int | None, bool]
 # Under the interpreter: small tiles, so CPU tests cross several time chunks and env blocks.
-_INTERPRETER_TILE: Tile = (32, 16, 1, None, True, True, True)
+_INTERPRETER_TILE: Tile = (32, 16, 1, None, True)
 
 
-def scan_config(envs: int, steps: int, warps: int, stages: int | None = None, next_from_tile: bool = False,
-                ascending: bool = False, where_truncated: bool = True) -> triton.Config:
+def scan_config(envs: int, steps: int, warps: int, stages: int | None = None,
+                next_from_tile: bool = False) -> triton.Config:
     """A scan-kernel config: tile BLOCK_ENVS x BLOCK_STEPS, `warps` warps, Triton's default stages unless given;
-    V(s_{t+1}) shifted out of the value tile, or loaded again (default); time ascending along the tile (vector
-    loads, the recurrence over 4-step segments), or descending (one scan, scalar loads; default);
-    truncated_values read only where truncated (default), or whole."""
+    V(s_{t+1}) shifted out of the value tile, or loaded again (default)."""
     extra = {} if stages is None else {"num_stages": stages}
-    return triton.Config({"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile,
-                          "ASCENDING": ascending, "WHERE_TRUNCATED": where_truncated}, num_warps=warps, **extra)
+    return triton.Config({"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile},
+                         num_warps=warps, **extra)
 
 
 def scan_kernel(configs: list[triton.Config]):

@@ -1,10 +1,11 @@
 """A fused GRU layer over `[B, L]` sequences with resets inside them: the forward over all L steps in one launch,
 the backward in one reverse-time launch plus GEMMs for dW_hh and a sum for db_hh.
 
-Semantics: `gru_scan_reference` (rnn_reference.py): nn.GRU's math, gate order r, z, n, with the previous h
-masked by keep in both the W_hh h term and z * h, and b_hn inside r * (W_hn h + b_hn) even after a reset. How
-the kernels are tiled: rnn_common.py. The forward saves r, z, n and W_hn h + b_hn (`acts [B, L, 4H]`, float32)
-for the backward instead of recomputing the recurrent GEMM there.
+Semantics: `gru_scan_reference` (rnn_reference.py), the GRU core's step (`rnn_cells.gru_cell`) over the
+sequence: nn.GRU's math, gate order r, z, n, with the previous h masked by keep in both the W_hh h term and z * h,
+and b_hn inside r * (W_hn h + b_hn) even after a reset. How the kernels are tiled: rnn_common.py. The forward
+saves r, z, n and W_hn h + b_hn (`acts [B, L, 4H]`, float32) for the backward instead of recomputing the recurrent
+GEMM there.
 
 Inputs may be float32 or bfloat16 (gates_x, w_hh, b_hh); the GEMM accumulates in float32 and the state is
 float32. float64 inputs run in float64 (for gradcheck under the interpreter).

@@ -1,10 +1,11 @@
 """A fused LSTM layer over `[B, L]` sequences with resets inside them: the forward over all L steps in one launch,
 the backward in one reverse-time launch plus one GEMM for dW_hh.
 
-Semantics: `lstm_scan_reference` (rnn_reference.py), exactly the layer math of src/recurrent_ppo/lstm.py. How
-the kernels are tiled: rnn_common.py. The forward saves what the backward needs instead of recomputing it: the
-activated gates i, f, g, o (`acts [B, L, 4H]`) and the cell states `c_seq [B, L, H]`, float32. Recomputing them
-would add the recurrent GEMM again to every backward step, the one part of the backward that cannot overlap.
+Semantics: `lstm_scan_reference` (rnn_reference.py), the LSTM core's step (`rnn_cells.lstm_cell`) over the
+sequence. How the kernels are tiled: rnn_common.py. The forward saves what the backward needs instead of
+recomputing it: the activated gates i, f, g, o (`acts [B, L, 4H]`) and the cell states `c_seq [B, L, H]`,
+float32. Recomputing them would add the recurrent GEMM again to every backward step, the one part of the backward
+that cannot overlap.
 
 Inputs may be float32 or bfloat16 (gates_x, w_hh); the GEMM accumulates in float32 and the state is float32.
 float64 inputs run in float64 (for gradcheck under the interpreter).

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from recurrent_ppo.kernels.gae import gae_reference
-from recurrent_ppo.models import LSTMPolicyBundle
+from recurrent_ppo.models import RecurrentPolicy
+from recurrent_ppo.spaces import Box, Discrete
 from tests.helpers import assert_close
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,7 +297,7 @@ def test_cleanrl_agent_matches_our_policy_with_resets():
     entropies: the baseline does the same computation, implemented the CleanRL way."""
     Agent = _load_bench_module("cleanrl_baseline").Agent
     obs_dim, num_actions, hidden, layers, batch, seq = 3, 4, 16, 2, 5, 9
-    policy = LSTMPolicyBundle(obs_dim, num_actions, hidden, layers)
+    policy = RecurrentPolicy(Box((obs_dim,)), Discrete(num_actions), hidden, layers)
     agent = Agent(obs_dim, num_actions, hidden, layers)
     names = {"encoder.": "network.", "core.": "lstm.", "head.linear.": "actor."}  # ours -> CleanRL's
     state = {next((new + k[len(old):] for old, new in names.items() if k.startswith(old)), k): v
@@ -324,30 +325,41 @@ def test_cleanrl_agent_matches_our_policy_with_resets():
 
 # --- the GAE lab (bench/gae_lab): floor, sweep and PTX scripts ---------------------------------------------------
 
-def test_gae_sweep_checks_every_candidate_config(tmp_path):
-    """Every tile the sweep would time gives the float64 reference's advantages (the interpreter on CPU), at a
-    size where each time tile crosses a chunk boundary and each env tile is partly masked; at a short rollout,
-    only the tiles that fit it run."""
+def test_gae_sweep_checks_every_candidate_config(tmp_path, monkeypatch):
+    """Every tile the sweep would time, the op's and the lab's, gives the float64 reference's advantages (the
+    interpreter on CPU), at a size where each time tile crosses a chunk boundary and each env tile of 2 or more
+    envs is partly masked; at a short rollout, only the tiles that fit it run. Candidates that differ in launch
+    options alone are one interpreted program, run once."""
     sweep = _load_bench_module("gae_lab/gae_sweep")
+    runs = []
+    time_candidate = sweep.time_candidate
+    monkeypatch.setattr(sweep, "time_candidate", lambda candidate, *args: runs.append(candidate) or
+                        time_candidate(candidate, *args))
     out = tmp_path / "sweep.json"
-    assert sweep.main(["--sizes", "5x33,9x520", "--json", str(out)]) == 0
+    assert sweep.main(["--sizes", "3x33,3x520", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     candidates = [sweep.label(*candidate) for candidate in sweep.CANDIDATES]
     short = [sweep.label(*candidate) for candidate in sweep.CANDIDATES if candidate[1] <= 64]
     assert len(set(candidates)) == len(candidates) > len(short) > 0
     assert [row["checked"] for row in rows] == [short, candidates]
     assert [row["failed"] for row in rows] == [{}, {}]
+    programs = {sweep.interpreted_program(candidate) for candidate in sweep.CANDIDATES}
+    assert len(runs) == len({sweep.interpreted_program(c) for c in sweep.CANDIDATES if c[1] <= 64}) + len(programs)
+    assert len(programs) < len(candidates)
 
 
 def test_gae_tile_table_holds_checked_candidates_for_every_benchmark_size():
-    """The op's table covers the sizes the sweep measures, with tiles from the sweep's (interpreter-checked)
-    candidates, and the sweep writes it back as the same module."""
+    """The op's table covers the sizes the sweep measures, with tiles of the sweep's (interpreter-checked)
+    candidates that the op's kernel runs, and the sweep writes it back as the same module."""
     sweep = _load_bench_module("gae_lab/gae_sweep")
     from recurrent_ppo.kernels import gae_tiles
 
     assert set(gae_tiles.TILES) == set(sweep.CUDA_SIZES)
-    assert set(gae_tiles.TILES.values()) <= set(sweep.CANDIDATES)
-    rows = [{"num_envs": n, "num_steps": t, "best": sweep.label(*tile)} for (n, t), tile in gae_tiles.TILES.items()]
+    op_candidates = {sweep.op_tile(candidate): candidate for candidate in sweep.CANDIDATES
+                     if sweep.op_tile(candidate) is not None}
+    assert set(gae_tiles.TILES.values()) <= set(op_candidates)
+    rows = [{"num_envs": n, "num_steps": t, "op_best": sweep.label(*op_candidates[tile])}
+            for (n, t), tile in gae_tiles.TILES.items()]
     measured_on = gae_tiles.__doc__.split("Measured on: ", 1)[1].rstrip().removesuffix(".")
     assert sweep.tiles_module(rows, measured_on) == Path(gae_tiles.__file__).read_text()
 
@@ -499,7 +511,7 @@ def test_gae_sweep_cuda_branch_writes_the_tile_table_with_the_device_stubbed(mon
     assert sweep.main(["--sizes", "5x33", "--advantages-only", "--json", str(out), "--write-tiles", str(tiles)]) == 0
     [row] = json.loads(out.read_text())["rows"]
     assert row["floor_us"] == 4.0 and row["configs_us"] == {"1x32/w1": 10.0, "2x32/w1/g/a/tv": 10.0}
-    assert row["best"] == "1x32/w1" and "(5, 33): (1, 32, 1, None, False, False, True)" in tiles.read_text()
+    assert row["best"] == row["op_best"] == "1x32/w1" and "(5, 33): (1, 32, 1, None, False)," in tiles.read_text()
     assert "stub GPU" in tiles.read_text() and "--advantages-only" in tiles.read_text()
 
 
@@ -510,8 +522,9 @@ def test_gae_sweep_keeps_the_tiles_of_sizes_it_did_not_sweep_and_writes_after_ev
     from recurrent_ppo.kernels import gae_tiles
 
     _stub_cuda(sweep, monkeypatch)
-    new_tile = (2, 32, 1, None, True, True, False)
-    monkeypatch.setattr(sweep, "CANDIDATES", [*gae_tiles.TILES.values(), new_tile])
+    new_tile = (2, 32, 1, None, False, False, True)  # the op's kernel, at a tile the table does not hold
+    assert sweep.op_tile(new_tile) not in gae_tiles.TILES.values()
+    monkeypatch.setattr(sweep, "CANDIDATES", [*((*tile, False, True) for tile in gae_tiles.TILES.values()), new_tile])
     sweep_size = sweep.sweep_size
 
     def stopped_after_the_first_size(n, t, *args):
@@ -519,7 +532,7 @@ def test_gae_sweep_keeps_the_tiles_of_sizes_it_did_not_sweep_and_writes_after_ev
             raise KeyboardInterrupt  # what `timeout` sends first is SIGTERM; any stop between sizes looks alike
         row = sweep_size(8, 33, *args)  # the interpreter at a small size stands in for 4096x128
         row["configs_us"] = {name: (1.0 if name == sweep.label(*new_tile) else 10.0) for name in row["configs_us"]}
-        return {**row, "num_envs": n, "num_steps": t, "best": sweep.label(*new_tile)}
+        return {**row, "num_envs": n, "num_steps": t, "best": sweep.label(*new_tile), "op_best": sweep.label(*new_tile)}
 
     monkeypatch.setattr(sweep, "sweep_size", stopped_after_the_first_size)
     out, tiles = tmp_path / "sweep.json", tmp_path / "tiles.py"
@@ -527,13 +540,40 @@ def test_gae_sweep_keeps_the_tiles_of_sizes_it_did_not_sweep_and_writes_after_ev
         sweep.main(["--sizes", "4096x128,1024x512", "--advantages-only", "--json", str(out),
                     "--write-tiles", str(tiles)])
     report = json.loads(out.read_text())
-    assert report["sizes_left"] == 1 and [row["best"] for row in report["rows"]] == ["2x32/w1/g/a/tv"]
+    assert report["sizes_left"] == 1 and [row["best"] for row in report["rows"]] == ["2x32/w1"]
     namespace = {}
     exec(tiles.read_text(), namespace)
-    assert namespace["TILES"] == {**gae_tiles.TILES, (4096, 128): new_tile}
+    assert namespace["TILES"] == {**gae_tiles.TILES, (4096, 128): (2, 32, 1, None, False)}
     assert list(namespace["TILES"]) == list(gae_tiles.TILES)  # the table's order
     assert "swept 1 of 2 sizes; 11 other sizes kept from the table before" in namespace["__doc__"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["sweep.json", "tiles.py"]  # no partial file left
+
+
+def test_the_tile_table_takes_the_op_kernels_fastest_tile_when_a_lab_variant_is_faster(monkeypatch, tmp_path,
+                                                                                        capsys):
+    """The lab's ascending kernel is timed beside the op's, but the op cannot launch it: the table gets the
+    fastest tile of the op's kernel, and the sweep says how far behind the lab's variant it is."""
+    sweep = _load_bench_module("gae_lab/gae_sweep")
+    _stub_cuda(sweep, monkeypatch)
+    op, lab = (1, 32, 1, None, False, False, True), (2, 32, 1, None, True, True, False)
+    monkeypatch.setattr(sweep, "CANDIDATES", [op, lab])
+    monkeypatch.setattr(sweep, "time_candidate", lambda candidate, *args, **kwargs: 4.0 if candidate == lab else 6.0)
+    out, tiles = tmp_path / "sweep.json", tmp_path / "tiles.py"
+    assert sweep.main(["--sizes", "5x33", "--advantages-only", "--json", str(out), "--write-tiles", str(tiles)]) == 0
+    [row] = json.loads(out.read_text())["rows"]
+    assert (row["best"], row["op_best"]) == ("2x32/w1/g/a/tv", "1x32/w1")
+    assert "(5, 33): (1, 32, 1, None, False)," in tiles.read_text()
+    assert "the op's kernel: 1x32/w1 6.0 us, 1.50x the lab's 2x32/w1/g/a/tv" in capsys.readouterr().out
+
+
+def test_the_sweep_summary_names_the_op_kernels_fastest_tile_beside_the_fastest():
+    summarize = _load_bench_module("gae_lab/summarize")
+    report = {"rows": [{"num_envs": 8, "num_steps": 32, "floor_us": 4.0, "failed": {}, "op_best": "1x32/w1",
+                        "configs_us": {"1x32/w1": 6.0, "2x32/w1/g/a/tv": 4.0}}]}
+    _, (header, [row]) = summarize.sweep_tables(report)
+    cells = dict(zip(header, row))
+    assert (cells["best"], cells["best_us"], cells["op_best"], cells["op_best_us"]) == ("2x32/w1/g/a/tv", "4.00",
+                                                                                        "1x32/w1", "6.00")
 
 
 def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_written(tmp_path):
@@ -561,15 +601,18 @@ def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_wr
 
 
 def test_advantages_only_kernel_stores_one_vector_and_torch_sees_only_advantages_written(tmp_path):
-    """With returns=False (the trainer's call) the kernel stores advantages alone, one 16-byte vector per thread
-    on the ascending tile, and torch.compile's analysis finds nothing else written: the op passes None for
-    returns, which must not make the analysis fail (and assume every tensor written)."""
+    """With returns=False (the trainer's call) the op's kernel and the lab's ascending one store advantages alone,
+    one 16-byte vector per thread on the ascending tile, and torch.compile's analysis finds nothing else written:
+    the op passes None for returns, which must not make the analysis fail (and assume every tensor written)."""
     out = tmp_path / "ptx.json"
-    ascending = (1, 128, 1, None, True, True, True)
-    proc = subprocess.run([sys.executable, str(LAB / "gae_ptx.py"), "--tiles", repr(ascending), "--advantages-only",
-                           "--json", str(out)], capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
+    ascending, descending = (1, 128, 1, None, True, True, True), (1, 128, 1, None, False, False, True)
+    proc = subprocess.run([sys.executable, str(LAB / "gae_ptx.py"), "--tiles", repr(ascending), repr(descending),
+                           "--advantages-only", "--json", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr
-    [row] = json.loads(out.read_text())["rows"]
-    assert row["writes"] == ["advantages_ptr"], row
-    assert row["instructions"]["st.global.v4.b32"] == 1 and row["instructions"]["ld.global.v4.b32"] == 2, row
-    assert row["local_bytes"] == 0, row
+    rows = {tuple(row["tile"]): row for row in json.loads(out.read_text())["rows"]}
+    for row in rows.values():
+        assert row["writes"] == ["advantages_ptr"], row
+        assert row["local_bytes"] == 0, row
+    vectorized = rows[ascending]["instructions"]
+    assert vectorized["st.global.v4.b32"] == 1 and vectorized["ld.global.v4.b32"] == 2, vectorized

@@ -1,14 +1,11 @@
 """GAE: the pure-torch reference, the Triton scan kernel and the lab's loop kernel (bench/gae_lab; the
 interpreter on CPU) against a float64 scalar loop."""
 
-from unittest import mock
-
 import pytest
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from bench.gae_lab.loop_kernel import gae_triton_loop
-from recurrent_ppo.kernels import gae as gae_module
 from recurrent_ppo.kernels.gae import gae, gae_reference, gae_triton, nearest_tile
 from recurrent_ppo.kernels.gae_tiles import TILES
 from tests.helpers import assert_close
@@ -62,21 +59,7 @@ def poisoned_out(n, t):
     return (torch.full((n, t), float("nan"), device=DEVICE), torch.full((n, t), float("nan"), device=DEVICE))
 
 
-def scan_with(*, ascending: bool, where_truncated: bool = True):
-    """The scan kernel with time ascending or descending along its tile, truncated_values read where truncated or
-    whole, whatever the size's tile says: the op may launch any of them, so each must match the oracle."""
-    def run(**kwargs):
-        envs, steps, warps, stages, next_from_tile, *_ = gae_module.scan_tile(*kwargs["rewards"].shape)
-        tile = (envs, steps, warps, stages, next_from_tile, ascending, where_truncated)
-        with mock.patch.object(gae_module, "scan_tile", lambda num_envs, num_steps: tile):
-            return gae_triton(**kwargs)
-    return run
-
-
-IMPLS = {"reference": gae_reference, "triton_scan_ascending": scan_with(ascending=True),
-         "triton_scan_descending": scan_with(ascending=False),
-         "triton_scan_whole_truncated_values": scan_with(ascending=True, where_truncated=False),
-         "triton_loop": gae_triton_loop}
+IMPLS = {"reference": gae_reference, "triton_scan": gae_triton, "triton_loop": gae_triton_loop}
 SIZES = [(n, t) for n in (1, 7, 1023) for t in (1, 5, 63, 128)]
 
 
@@ -237,14 +220,14 @@ def test_eager_triton_skips_op_dispatch_and_tracers_still_see_the_kernel(returns
 
 
 def test_tile_lookup_takes_the_nearest_measured_size_and_fits_short_rollouts():
-    tiles = {(1024, 32): (16, 32, 2, None, True, False, True), (4096, 128): (8, 128, 4, None, False, True, False),
-             (131072, 512): (4, 512, 8, 1, False, False, True)}
+    tiles = {(1024, 32): (16, 32, 2, None, True), (4096, 128): (8, 128, 4, None, False),
+             (131072, 512): (4, 512, 8, 1, False)}
     for (n, t), tile in tiles.items():
         assert nearest_tile(tiles, n, t) == tile
-    assert nearest_tile(tiles, 3000, 100) == (8, 128, 4, None, False, True, False)  # nearest in log2 of both
-    assert nearest_tile(tiles, 10**6, 2048) == (4, 512, 8, 1, False, False, True)  # beyond the table: its corner
-    assert nearest_tile(tiles, 4096, 63) == (8, 64, 4, None, False, True, False)  # 128-step tile cut to 64
-    assert nearest_tile(tiles, 1, 1) == (16, 16, 2, None, True, False, True)  # never below 16 steps
+    assert nearest_tile(tiles, 3000, 100) == (8, 128, 4, None, False)  # nearest in log2 of both
+    assert nearest_tile(tiles, 10**6, 2048) == (4, 512, 8, 1, False)  # beyond the table: its corner
+    assert nearest_tile(tiles, 4096, 63) == (8, 64, 4, None, False)  # 128-step tile cut to 64
+    assert nearest_tile(tiles, 1, 1) == (16, 16, 2, None, True)  # never below 16 steps
     assert nearest_tile(TILES, 4096, 128) == TILES[(4096, 128)]
 
 

@@ -1,10 +1,10 @@
-"""RecurrentPolicy on the seed's spaces (flat Box, Discrete), both cores: rollout and training paths agree;
+"""RecurrentPolicy on flat Box observations and Discrete actions, both cores: rollout and training paths agree;
 sampling; the inference-mode contract in eager mode."""
 
 import pytest
 import torch
 
-from recurrent_ppo.models import LSTMPolicyBundle, RecurrentPolicy, reset_state
+from recurrent_ppo.models import RecurrentPolicy, reset_state
 from recurrent_ppo.spaces import Box, Discrete
 from tests.helpers import assert_close
 
@@ -135,16 +135,25 @@ def test_initial_hidden_straight_to_training_fails_loudly(core):
 
 def test_rejects_bad_sizes_and_cores():
     with pytest.raises(ValueError, match=r"unsupported space Discrete\(n=1, start=0\) as the action space"):
-        LSTMPolicyBundle(obs_dim=3, num_actions=1)
+        make_policy(num_actions=1)
     with pytest.raises(ValueError, match="core='rnn' is not one of"):
         make_policy(core="rnn")
 
 
-def test_seed_policy_keeps_the_seed_weights_layout():
-    """The seed's policy is a RecurrentPolicy of a flat Box and Discrete actions, with the seed's encoder."""
-    policy = LSTMPolicyBundle(obs_dim=3, num_actions=4, hidden_dim=8)
+def test_a_flat_box_policy_keeps_the_first_policys_weights_layout():
+    """A flat Box and Discrete actions with an LSTM: the first policy's parameters, its Linear + Tanh encoder."""
+    policy = make_policy(num_layers=1)
     assert isinstance(policy.encoder, torch.nn.Sequential) and len(policy.encoder) == 2
     assert isinstance(policy.encoder[0], torch.nn.Linear) and isinstance(policy.encoder[1], torch.nn.Tanh)
     assert sorted(policy.state_dict()) == sorted(
         ["encoder.0.weight", "encoder.0.bias", "core.weight_ih_l0", "core.weight_hh_l0", "core.bias_ih_l0",
          "core.bias_hh_l0", "head.linear.weight", "head.linear.bias", "critic.weight", "critic.bias"])
+
+
+def test_the_old_policy_name_warns_and_builds_the_same_policy():
+    from recurrent_ppo.models import LSTMPolicyBundle
+
+    with pytest.warns(DeprecationWarning, match=r"RecurrentPolicy\(Box\(\(obs_dim,\)\)"):
+        old = LSTMPolicyBundle(3, 2, hidden_dim=8)
+    new = RecurrentPolicy(Box((3,)), Discrete(2), hidden_dim=8)
+    assert old.spec() == new.spec() and old.state_dict().keys() == new.state_dict().keys()

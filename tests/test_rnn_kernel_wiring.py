@@ -220,7 +220,7 @@ def test_compiled_update_under_inductor():
     torch._dynamo.reset()
 
 
-# --- the seed contract, precision modes -----------------------------------------------------------------------
+# --- the inference-mode contract, precision modes ---------------------------------------------------------------
 
 def set_precision(policy: RecurrentPolicy, precision: str) -> None:
     """What the trainer does for `precision` beside the updater's own argument."""
@@ -232,7 +232,7 @@ def set_precision(policy: RecurrentPolicy, precision: str) -> None:
 @needs_fused
 @pytest.mark.parametrize("kind,precision", [("lstm", "fp32"), ("gru", "fp32"), ("lstm", "bf16"),
                                             ("gru", "tf32")])
-def test_seed_contract_with_the_fused_kernel(kind, precision):
+def test_the_inference_mode_contract_holds_with_the_fused_kernel(kind, precision):
     fresh_counters()
     torch.manual_seed(0)
     policy = policy_of(kind)
@@ -289,7 +289,7 @@ def test_bf16_log_probs_track_the_rollout(kind, kernel, capsys):
 
 @needs_fused
 def test_bf16_update_compiles_with_an_fp32_loss():
-    # The GRU here, the LSTM in the seed contract under bf16: both cores compiled with an fp32 loss.
+    # The GRU here, the LSTM in the inference-mode contract under bf16: both cores compiled with an fp32 loss.
     fresh_counters()
     torch.manual_seed(0)
     policy = policy_of("gru")

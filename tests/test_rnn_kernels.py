@@ -21,7 +21,7 @@ from recurrent_ppo.kernels.gru_scan import gru_scan, gru_scan_backward, gru_scan
 from recurrent_ppo.kernels.lstm_scan import lstm_scan, lstm_scan_backward, lstm_scan_forward
 from recurrent_ppo.kernels.rnn_common import INTERPRETING, Tile
 from recurrent_ppo.kernels.rnn_reference import gru_scan_reference, lstm_scan_reference
-from recurrent_ppo.models.cores import LSTM
+from recurrent_ppo.models.cores import GRU, LSTM
 from tests.helpers import assert_close
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -209,18 +209,26 @@ def test_cuda_graph_replays_forward_and_backward(cell):
         assert_close(got, want, f"{cell.name} replayed tensor {index}", rtol=1e-6, atol=1e-6)
 
 
-def test_lstm_reference_is_our_lstm_layer():
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_reference_is_our_cores_layer_bit_for_bit(cell):
+    """Both step the one cell (kernels/rnn_cells.py): the unrolled core's layer and the scan's reference agree to
+    the bit, resets included."""
     torch.manual_seed(0)
-    model = LSTM(6, 16).to(DEVICE)
+    model = {"lstm": LSTM, "gru": GRU}[cell.name](6, 16).to(DEVICE)
     x = torch.randn(5, 9, 6, device=DEVICE)
     episode_starts = torch.rand(5, 9, device=DEVICE) < 0.3
-    h0, c0 = torch.randn(2, 1, 5, 16, device=DEVICE).unbind(0)
-    expected, (h_n, c_n) = model(x, episode_starts, (h0, c0))
+    state = tuple(torch.randn(1, 5, 16, device=DEVICE) for _ in cell.states)
+    expected, finals = model(x, episode_starts, state)
     w_ih, w_hh, b_ih, b_hh = model.layer_weights(0)
-    gates_x = torch.nn.functional.linear(x, w_ih, b_ih + b_hh)
-    h_seq, (ref_h, ref_c) = lstm_scan_reference(gates_x, w_hh, h0[0], c0[0], ~episode_starts)
-    for name, got, want in (("h_seq", h_seq, expected), ("h_n", ref_h, h_n[0]), ("c_n", ref_c, c_n[0])):
-        assert_close(got, want, name, rtol=0, atol=0)
+    gates_x = model.input_gates(x, w_ih, b_ih, b_hh)
+    if cell is LSTM_CELL:
+        h_seq, ref_finals = lstm_scan_reference(gates_x, w_hh, state[0][0], state[1][0], ~episode_starts)
+    else:
+        h_seq, ref_h = gru_scan_reference(gates_x, w_hh, b_hh, state[0][0], ~episode_starts)
+        ref_finals = (ref_h,)
+    assert_close(h_seq, expected, "h_seq", rtol=0, atol=0)
+    for name, got, want in zip(cell.states, ref_finals, finals, strict=True):
+        assert_close(got, want[0], f"final state from {name}", rtol=0, atol=0)
 
 
 def test_gru_reference_is_nn_gru_without_resets():

@@ -10,8 +10,9 @@ from recurrent_ppo.checkpoint import load_policy, save_checkpoint
 from recurrent_ppo.config import PRESETS, TrainConfig
 from recurrent_ppo.envs import CartPole
 from recurrent_ppo.episodes import EpisodeTracker
-from recurrent_ppo.models import LSTMPolicyBundle
+from recurrent_ppo.models import RecurrentPolicy
 from recurrent_ppo.rollout import RolloutCollector
+from recurrent_ppo.spaces import Box, Discrete
 from recurrent_ppo.trainer import Trainer
 from tests.helpers import assert_close
 
@@ -25,7 +26,7 @@ def small_config(tmp_path, **changes):
 
 @pytest.mark.parametrize("when", ["after_rollout", "per_step"])
 def test_truncated_values_bootstrap_from_the_state_after_the_step(when):
-    policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8)
+    policy = RecurrentPolicy(Box((2,)), Discrete(2), hidden_dim=8)
     env = CartPole(4, stateless=True, max_episode_steps=5)
     buffer = RolloutBuffer.for_policy(policy, 4, 16, "cpu")
     final_obs = []
@@ -62,7 +63,7 @@ def test_truncated_values_bootstrap_from_the_state_after_the_step(when):
 
 def test_more_truncations_than_the_limit_allows_fail_loudly():
     env = CartPole(4, stateless=True, max_episode_steps=3)
-    policy = LSTMPolicyBundle(obs_dim=2, num_actions=2, hidden_dim=8)
+    policy = RecurrentPolicy(Box((2,)), Discrete(2), hidden_dim=8)
     buffer = RolloutBuffer.for_policy(policy, 4, 16, "cpu")
     collector = RolloutCollector(policy, env, buffer, EpisodeTracker(4, torch.device("cpu")))
     collector.collect()
@@ -227,15 +228,15 @@ def test_the_checkpoint_rebuilds_any_policy_for_eval_and_resume(tmp_path, capsys
     assert torch.load(run / "checkpoint.pt", weights_only=True)["global_step"] == 4 * 16 * 3
 
 
-def test_a_seed_checkpoint_loads_as_its_policy_spec(tmp_path):
-    """Checkpoints of the seed's LSTMPolicyBundle (policy_args, actor.*/lstm.* names) still load."""
-    policy = LSTMPolicyBundle(obs_dim=2, num_actions=3, hidden_dim=8)
+def test_a_first_format_checkpoint_loads_as_its_policy_spec(tmp_path):
+    """Checkpoints of the first format (policy_args, actor.*/lstm.* names) still load."""
+    policy = RecurrentPolicy(Box((2,)), Discrete(3), hidden_dim=8)
     old_names = {"head.linear.": "actor.", "core.": "lstm."}
-    seed_state = {next((new + k[len(old):] for old, new in old_names.items() if k.startswith(old)), k): v
-                  for k, v in policy.state_dict().items()}
-    assert "actor.weight" in seed_state and "lstm.weight_hh_l0" in seed_state
+    first_format_state = {next((new + k[len(old):] for old, new in old_names.items() if k.startswith(old)), k): v
+                          for k, v in policy.state_dict().items()}
+    assert "actor.weight" in first_format_state and "lstm.weight_hh_l0" in first_format_state
     save_checkpoint(tmp_path / "checkpoint.pt", {
-        "policy": seed_state, "config": {}, "global_step": 0,
+        "policy": first_format_state, "config": {}, "global_step": 0,
         "policy_args": {"obs_dim": 2, "num_actions": 3, "hidden_dim": 8, "num_layers": 1}})
     loaded = load_policy(tmp_path)
     assert loaded.spec() == policy.spec()

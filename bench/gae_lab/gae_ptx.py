@@ -1,5 +1,6 @@
 """What each scan-kernel tile compiles to for a GPU, on any machine: `python bench/gae_lab/gae_ptx.py [--arch 90]
-[--tiles "(1,128,1,None,True,True,True)" ...] [--advantages-only] [--json OUT]`.
+[--tiles "(1,128,1,None,True,True,True)" ...] [--advantages-only] [--json OUT]`. Tiles are the sweep's candidates
+(gae_sweep.py): the op's kernel at its tiles, the lab's ascending kernel at the others.
 
 Triton builds PTX for a named target without a device, so the memory instructions a tile issues can be counted
 on CPU: global loads and stores by width (`ld.global.v4.b32` moves 16 bytes per thread, `ld.global.b8` one),
@@ -37,9 +38,10 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # the lab, then bench/
-from gae_sweep import CANDIDATES, label  # noqa: E402
+from ascending_kernel import _gae_ascending_kernel  # noqa: E402
+from gae_sweep import CANDIDATES, candidate_kernel, label, op_tile  # noqa: E402
 
-from recurrent_ppo.kernels.gae import _gae_scan_kernel, scan_config, scan_kernel  # noqa: E402
+from recurrent_ppo.kernels.gae import _gae_scan_kernel  # noqa: E402
 
 ARGUMENT_TYPES = {
     "rewards_ptr": "*fp32", "values_ptr": "*fp32", "terminated_ptr": "*i1", "truncated_ptr": "*i1",
@@ -50,17 +52,21 @@ INSTRUCTION = re.compile(r"\b((?:ld|st)\.(?:global|shared)[\w.]*|(?:ld|st)matrix
 
 
 def compile_tile(tile: tuple, arch: int = 90, store_returns: bool = True):
-    """The scan kernel with `tile`'s constexprs and launch options, compiled for sm_{arch}; without returns, as
-    the op launches it with `returns=False` (returns_ptr None)."""
+    """The kernel that runs the candidate `tile` (the op's, or the lab's ascending one) with its constexprs and
+    launch options, compiled for sm_{arch}; without returns, as the op launches it with `returns=False`
+    (returns_ptr None)."""
     envs, steps, warps, stages, next_from_tile, ascending, where_truncated = tile
-    constexprs = {"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile, "ASCENDING": ascending,
-                  "WHERE_TRUNCATED": where_truncated, "STORE_RETURNS": store_returns,
-                  **({} if store_returns else {"returns_ptr": None})}
+    constexprs = {"BLOCK_ENVS": envs, "BLOCK_STEPS": steps, "NEXT_FROM_TILE": next_from_tile}
+    if op_tile(tile) is not None:
+        kernel = _gae_scan_kernel
+    else:
+        kernel, constexprs["WHERE_TRUNCATED"] = _gae_ascending_kernel, where_truncated
+    constexprs |= {"STORE_RETURNS": store_returns, **({} if store_returns else {"returns_ptr": None})}
     signature = {**ARGUMENT_TYPES, **{name: "constexpr" for name in constexprs}}
     # What Triton's launcher specializes at the benchmark sizes: 16-byte aligned pointers, ints divisible by 16.
     divisible = {(index,): [["tt.divisibility", 16]] for index, name in enumerate(ARGUMENT_TYPES)
                  if signature[name] not in ("fp32", "constexpr")}
-    source = ASTSource(fn=_gae_scan_kernel, signature=signature, constexprs=constexprs, attrs=divisible)
+    source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=divisible)
     options = {"num_warps": warps, **({} if stages is None else {"num_stages": stages})}
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
 
@@ -108,7 +114,7 @@ def written_arguments(tile: tuple, arch: int = 90, store_returns: bool = True) -
               "last_values_ptr": torch.zeros(num_envs), "advantages_ptr": matrix(),
               "returns_ptr": matrix() if store_returns else None, "num_envs": num_envs, "num_steps": num_steps,
               "stride_env": num_steps, "gamma": 0.99, "lam": 0.95, "STORE_RETURNS": store_returns}
-    kernel = scan_kernel([scan_config(*tile)])
+    kernel = candidate_kernel(tile)
     with target_only_driver(arch):
         if hasattr(triton_kernel_wrap, "identify_accessed_tensors"):  # torch 2.13
             accesses = triton_kernel_wrap.identify_accessed_tensors(kernel, kwargs, {})

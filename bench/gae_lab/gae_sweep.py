@@ -5,14 +5,17 @@ What gae_floor.py cannot say: how fast the scan kernel can be at a size, and whi
 size, every candidate tile whose time tile fits the rollout (BLOCK_STEPS at most T rounded up to a power of
 two) is checked against the float64 reference, captured alone in a CUDA graph and timed as gae_floor.py times
 `triton_graph` (do_bench median, L2 flushed): kernel time plus one graph launch. The table shows the fastest
-tile and how many are within 2x of the floor measured in the same run; `--write-tiles` writes the fastest per
-size as the op's tile table, keeping the table's tiles for sizes not swept (so `--sizes` can re-sweep a few).
+tile and how many are within 2x of the floor measured in the same run; `--write-tiles` writes the fastest tile
+the op's kernel runs (`op_tile`) per size as the op's tile table, keeping the table's tiles for sizes not swept (so
+`--sizes` can re-sweep a few). The candidates with time ascending along the tile run the lab's own kernel
+(ascending_kernel.py): timed beside the op's, never written to its table.
 Both files are rewritten after every size: a sweep stopped by its time limit on a lent GPU still leaves the sizes
 it finished. `--advantages-only` times the kernel as the trainer launches it (`returns=False`: advantages written
 alone), against that op's floor; the table then serves both calls.
 
 On CPU (TRITON_INTERPRET=1 set before launch) it only checks every candidate through the interpreter at small
-sizes: the tiles' masking and chunking are right whatever the timings would be.
+sizes: the tiles' masking and chunking are right whatever the timings would be. There, candidates that differ in
+num_warps or num_stages alone run one program (the interpreter has neither), checked once.
 """
 
 from __future__ import annotations
@@ -32,9 +35,13 @@ import benchlib  # noqa: E402
 from gae_floor import (CUDA_SIZES, GAMMA, LAMBDA, copy_bandwidth, gae_bytes, launch_us, parse_sizes,  # noqa: E402
                        time_us)
 
+from ascending_kernel import ascending_config, ascending_kernel  # noqa: E402
+
 from recurrent_ppo.kernels.gae import gae_reference, launch_scan_kernel, scan_config, scan_kernel  # noqa: E402
 
-CPU_SIZES = [(5, 33), (9, 520)]  # T=33 fits 32- and 64-step tiles; 520 crosses every tile's chunk boundary
+# T=33 fits 32- and 64-step tiles; 520 crosses every tile's chunk boundary; 3 envs leave part of every env tile
+# of 2 or more envs masked.
+CPU_SIZES = [(3, 33), (3, 520)]
 # (BLOCK_ENVS, BLOCK_STEPS, num_warps, num_stages or None). ASCENDING_TILES: the tiles within 10% of the
 # fastest at some size in the stored descending-only sweeps (results/, docs/gae.md), and tiles that hold one env
 # per warp whatever its length, so the scan over an env's segments stays within a warp. DESCENDING_TILES: those
@@ -48,7 +55,8 @@ ASCENDING_TILES = [
 DESCENDING_TILES = [(1, 32, 1, None), (2, 32, 1, None), (4, 32, 1, None), (2, 64, 1, None), (1, 128, 1, None),
                     (1, 128, 1, 1), (1, 512, 4, None)]
 # (*tile, NEXT_FROM_TILE, ASCENDING, WHERE_TRUNCATED): both V(s_{t+1}) sources; truncated_values read whole only
-# with V shifted out of the tile (ascending), the variant with the fewest loads.
+# with V shifted out of the tile (ascending), the variant with the fewest loads. The descending candidates are the
+# op's kernel itself (`op_tile`), the ascending ones the lab's (ascending_kernel.py).
 CANDIDATES = [(*tile, next_from_tile, False, True) for tile in DESCENDING_TILES for next_from_tile in (False, True)]
 CANDIDATES += [(*tile, next_from_tile, True, where_truncated) for tile in ASCENDING_TILES
                for next_from_tile, where_truncated in ((False, True), (True, True), (True, False))]
@@ -66,6 +74,30 @@ def label(envs: int, steps: int, warps: int, stages: int | None, next_from_tile:
     ascending along it, /tv: truncated_values read whole."""
     return (f"{envs}x{steps}/w{warps}" + ("" if stages is None else f"/s{stages}") + ("/g" if next_from_tile else "")
             + ("/a" if ascending else "") + ("" if where_truncated else "/tv"))
+
+
+def op_tile(candidate: tuple) -> tuple | None:
+    """The op's tile (kernels/gae_tiles.py's form) that launches `candidate`, or None for the lab's variants."""
+    envs, steps, warps, stages, next_from_tile, ascending, where_truncated = candidate
+    return None if ascending or not where_truncated else (envs, steps, warps, stages, next_from_tile)
+
+
+def candidate_kernel(candidate: tuple):
+    """The kernel that runs `candidate`, for `launch_scan_kernel`: the op's (kernels/gae.py) at its tiles, the
+    lab's ascending kernel for the others."""
+    if (tile := op_tile(candidate)) is not None:
+        return scan_kernel([scan_config(*tile)])
+    *tile, next_from_tile, ascending, where_truncated = candidate
+    if not ascending:
+        raise ValueError(f"{label(*candidate)}: no kernel reads truncated_values whole with time descending")
+    return ascending_kernel([ascending_config(*tile, next_from_tile, where_truncated)])
+
+
+def interpreted_program(candidate: tuple) -> tuple:
+    """What the Triton interpreter runs of a candidate: its tile and variant; num_warps and num_stages change
+    nothing there."""
+    envs, steps, _warps, _stages, *variant = candidate
+    return envs, steps, *variant
 
 
 def runner(kernel, inputs: dict[str, torch.Tensor], out: tuple) -> Callable[[], tuple]:
@@ -92,7 +124,7 @@ def time_candidate(candidate: tuple, inputs: dict[str, torch.Tensor], expected: 
     """Check one config (eagerly, then replayed from a CUDA graph on CUDA) and time its replays; None on CPU."""
     poisoned = lambda: torch.full_like(inputs["rewards"], float("nan"))  # noqa: E731
     out = (poisoned(), poisoned() if returns else None)
-    run = runner(scan_kernel([scan_config(*candidate)]), inputs, out)
+    run = runner(candidate_kernel(candidate), inputs, out)
     if (error := mismatch(run(), expected)) is not None:
         raise AssertionError(error)
     if device.type != "cuda":
@@ -108,32 +140,47 @@ def time_candidate(candidate: tuple, inputs: dict[str, torch.Tensor], expected: 
 
 def sweep_size(n: int, t: int, device: torch.device, launch: float | None, bandwidth: float | None,
                returns: bool = True) -> dict:
-    """One size's row. A config that fails (wrong result, out of resources) is recorded under `failed` and the
-    sweep goes on: one bad tile must not cost the rest of a lent GPU's minutes."""
+    """One size's row: `best`, the fastest candidate, and `op_best`, the fastest the op's kernel runs (what its
+    table takes). A config that fails (wrong result, out of resources) is recorded under `failed` and the sweep
+    goes on: one bad tile must not cost the rest of a lent GPU's minutes."""
     inputs = benchlib.gae_inputs(n, t, device)
     floor = max(launch, gae_bytes(inputs, returns) / bandwidth * 1e6) if bandwidth else None
     as_double = {k: v.double() if v.is_floating_point() else v for k, v in inputs.items()}
     expected = gae_reference(**as_double, gamma=GAMMA, lam=LAMBDA)
     row = {"num_envs": n, "num_steps": t, "floor_us": floor, "checked": [], "configs_us": {}, "failed": {}}
+    outcomes = {}  # each run's time (None on CPU) or error; on CPU, by the program the interpreter runs
     for candidate in (c for c in CANDIDATES if fits(c, t)):
         name = label(*candidate)
-        try:
-            us = time_candidate(candidate, inputs, expected, device, returns)
-        except Exception as error:  # noqa: BLE001 - recorded, reported, and the exit status says so
-            row["failed"][name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        run = candidate if device.type == "cuda" else interpreted_program(candidate)
+        if run not in outcomes:
+            try:
+                outcomes[run] = time_candidate(candidate, inputs, expected, device, returns)
+            except Exception as error:  # noqa: BLE001 - recorded, reported, and the exit status says so
+                outcomes[run] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if isinstance(us := outcomes[run], str):
+            row["failed"][name] = us
             continue
         row["checked"].append(name)
         if us is not None:
             row["configs_us"][name] = us
     if row["configs_us"]:
         row["best"] = min(row["configs_us"], key=row["configs_us"].get)
+        candidates = by_label()
+        op_times = {name: us for name, us in row["configs_us"].items() if op_tile(candidates[name]) is not None}
+        if op_times:
+            row["op_best"] = min(op_times, key=op_times.get)
     return row
 
 
+def by_label() -> dict[str, tuple]:
+    """Every candidate by its label."""
+    return {label(*candidate): candidate for candidate in CANDIDATES}
+
+
 TILES_MODULE = '''"""The GAE scan kernel's tile per size: (num_envs, num_steps) -> (BLOCK_ENVS, BLOCK_STEPS, num_warps,
-num_stages, NEXT_FROM_TILE, ASCENDING, WHERE_TRUNCATED), num_stages None for Triton's default.
+num_stages, NEXT_FROM_TILE), num_stages None for Triton's default.
 `bench/gae_lab/gae_sweep.py --write-tiles` rewrites this file: it times every candidate tile at each size and
-keeps the fastest. Other sizes take the nearest size's tile.
+keeps the fastest the op's kernel runs. Other sizes take the nearest size's tile.
 
 Measured on: {measured_on}.
 """
@@ -145,9 +192,10 @@ TILES = {{
 
 def tiles_module(rows: list[dict], measured_on: str, before: dict | None = None) -> str:
     """gae_tiles.py's text: the table `before` (size -> tile) in its order, each swept size's tile replaced by
-    its fastest candidate (new sizes last)."""
-    by_label = {label(*candidate): candidate for candidate in CANDIDATES}
-    tiles = dict(before or {}) | {(row["num_envs"], row["num_steps"]): by_label[row["best"]] for row in rows}
+    its fastest candidate the op's kernel runs, `op_best` (new sizes last)."""
+    candidates = by_label()
+    tiles = dict(before or {}) | {(row["num_envs"], row["num_steps"]): op_tile(candidates[row["op_best"]])
+                                  for row in rows}
     lines = "".join(f"    {size}: {tile},\n" for size, tile in tiles.items())
     return TILES_MODULE.format(measured_on=measured_on, tiles=lines)
 
@@ -209,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             within = sum(us <= 2 * floor for us in times.values())
             print(f"{n:>7} {t:>4} {floor:>9.1f} {best:>14} {times[best]:>7.1f} {times[best] / floor:>6.2f}"
                   f" {within:>4} {len(times):>4} {second:>14} {times.get(second, float('nan')):>7.1f}", flush=True)
+            if (op_best := row.get("op_best")) not in (None, best):
+                print(f"{'':>13} the op's kernel: {op_best} {times[op_best]:.1f} us, "
+                      f"{times[op_best] / times[best]:.2f}x the lab's {best}", flush=True)
         for config, error in row["failed"].items():
             print(f"        FAILED {config}: {error}", flush=True)
         sizes_left = len(sizes) - len(rows)
@@ -217,14 +268,15 @@ def main(argv: list[str] | None = None) -> int:
                       "copy_bytes_per_s": bandwidth, "launch_us": launch, "returns": returns,
                       "sizes_left": sizes_left, "rows": rows}
             atomic_write(args.json, json.dumps(report, indent=2))
-        if args.write_tiles and "best" in row:
+        if args.write_tiles and "op_best" in row:
             measured_on = (f"{device_name}, torch {torch.__version__}, triton {triton.__version__}, "
                            f"{datetime.date.today().isoformat()}, bench/gae_lab/gae_sweep.py"
                            + ("" if returns else " --advantages-only"))  # the trainer's call: returns=False
-            write_tiles(args.write_tiles, [r for r in rows if "best" in r], measured_on, sizes_left)
+            write_tiles(args.write_tiles, [r for r in rows if "op_best" in r], measured_on, sizes_left)
     if args.write_tiles:
-        if missing := [(row["num_envs"], row["num_steps"]) for row in rows if "best" not in row]:
-            print(f"{args.write_tiles}: no candidate ran at {missing}, whose tiles are kept from the table before")
+        if missing := [(row["num_envs"], row["num_steps"]) for row in rows if "op_best" not in row]:
+            print(f"{args.write_tiles}: no candidate of the op's kernel ran at {missing}, whose tiles are kept from "
+                  f"the table before")
             return 1
         print(f"wrote the fastest tile per size to {args.write_tiles}")
     return 1 if any(row["failed"] for row in rows) else 0

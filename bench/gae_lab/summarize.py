@@ -5,7 +5,8 @@ versions, copy bandwidth, launch) a row of DIR/runs.csv.
 - gae_floor.py's JSON: per size, the floors and every timing in us, and the ratios a reader looks for: each
   Triton call over its floor, the CleanRL loop over the Triton calls, and each over a copy of its bytes.
 - gae_sweep.py's JSON: every candidate's time in us by tile (rows) and size (columns); and per size the fastest
-  tile over the floor, the runner-up, and how many candidates came within 2x of the floor.
+  tile over the floor, the runner-up, how many candidates came within 2x of the floor, and the fastest tile of the
+  op's kernel (what its table takes) where a run recorded it.
 - gae_ptx.py's JSON: per tile, registers, local and shared bytes, the arguments written and each instruction's
   count.
 """
@@ -74,7 +75,7 @@ def sweep_tables(report: dict) -> tuple[tuple[list[str], list[list[str]]], tuple
     tiles = list(dict.fromkeys(tile for row in report["rows"] for tile in row["configs_us"]))
     times = [[tile, *(number(row["configs_us"].get(tile)) for row in report["rows"])] for tile in tiles]
     best_header = ["num_envs", "num_steps", "floor_us", "best", "best_us", "best/floor", "runner_up", "runner_up_us",
-                   "within_2x_floor", "timed", "failed"]
+                   "within_2x_floor", "timed", "failed", "op_best", "op_best_us"]
     best = []
     for row in report["rows"]:
         floor, us = row["floor_us"], row["configs_us"]
@@ -82,7 +83,8 @@ def sweep_tables(report: dict) -> tuple[tuple[list[str], list[list[str]]], tuple
         within = sum(t <= 2 * floor for t in us.values()) if floor else None
         best.append([str(row["num_envs"]), str(row["num_steps"]), number(floor), fastest or "",
                      number(us.get(fastest)), number(us[fastest] / floor if fastest and floor else None, 3),
-                     second or "", number(us.get(second)), number(within), str(len(us)), str(len(row["failed"]))])
+                     second or "", number(us.get(second)), number(within), str(len(us)), str(len(row["failed"])),
+                     row.get("op_best", ""), number(us.get(row.get("op_best")))])
     return (["tile", *sizes], times), (best_header, best)
 
 

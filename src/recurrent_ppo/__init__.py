@@ -13,7 +13,6 @@ from recurrent_ppo.models import (
     CategoricalHead,
     EvaluateOutput,
     GaussianHead,
-    LSTMPolicyBundle,
     MultiDiscreteHead,
     RecurrentPolicy,
     RecurrentState,
@@ -27,7 +26,7 @@ from recurrent_ppo.rollout import Evaluator, RolloutCollector
 
 __all__ = [
     "GRU", "LSTM", "PRESETS", "ActionOutput", "Agent", "AgentState", "CategoricalHead", "EvaluateOutput", "Evaluator",
-    "GaussianHead", "LSTMPolicyBundle", "MultiDiscreteHead", "PPOUpdater", "RecurrentPolicy", "RecurrentState",
+    "GaussianHead", "MultiDiscreteHead", "PPOUpdater", "RecurrentPolicy", "RecurrentState",
     "RolloutBuffer", "RolloutCollector", "SequenceBatch", "StepResult", "TrainConfig", "VectorEnv", "load_agent",
     "load_policy", "make_core", "make_encoder", "make_env", "make_head", "ppo_loss", "reset_state", "spaces",
 ]

@@ -6,5 +6,5 @@ from recurrent_ppo.models.heads import CategoricalHead, GaussianHead, MultiDiscr
 from recurrent_ppo.models.policy import ActionOutput, EvaluateOutput, LSTMPolicyBundle, RecurrentPolicy
 
 __all__ = ["CORES", "GRU", "LSTM", "ActionOutput", "CategoricalHead", "EvaluateOutput", "GaussianHead",
-           "LSTMPolicyBundle", "MultiDiscreteHead", "RecurrentCore", "RecurrentPolicy", "RecurrentState",
-           "make_core", "make_encoder", "make_head", "reset_state"]
+           "LSTMPolicyBundle", "MultiDiscreteHead", "RecurrentCore", "RecurrentPolicy", "RecurrentState", "make_core", "make_encoder",
+           "make_head", "reset_state"]

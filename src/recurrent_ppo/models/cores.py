@@ -10,7 +10,8 @@ LSTM, `(h,)` for the GRU.
 A core runs a sequence in one of two ways (`RecurrentCore.kernel`, a runtime choice outside the state dict):
 "unrolled", the per-step loop, the reference and the CPU path; or "fused", each layer's recurrence over all L
 steps in one Triton launch with the resets inside (recurrent_ppo.kernels.lstm_scan / gru_scan). One step (the
-rollout's) always runs the cell.
+rollout's) always runs the cell. The cell math is recurrent_ppo.kernels.rnn_cells, which the fused scans'
+reference steps too.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from torch import nn
 from recurrent_ppo.kernels import rnn_common
 from recurrent_ppo.kernels.gru_scan import gru_scan
 from recurrent_ppo.kernels.lstm_scan import lstm_scan
+from recurrent_ppo.kernels.rnn_cells import gru_cell, lstm_cell
 
 RecurrentState = tuple[torch.Tensor, ...]
 """The state of a core: `(h, c)` (LSTM) or `(h,)` (GRU), each `[num_layers, B, H]`."""
-HiddenState = RecurrentState
 
 RNN_KERNELS = ("unrolled", "fused")
 """How a core runs a sequence: the per-step loop, or the fused Triton scan of each layer."""
@@ -147,26 +148,15 @@ class LSTM(RecurrentCore):
         return torch.nn.functional.linear(x, w_ih, b_ih + b_hh)
 
     def cell(self, gates_x, state, keep, w_hh, b_hh):
-        h, c = state
-        # The reset masks what h and c contribute, not h and c themselves: the incoming state then reaches
-        # autograd as it is (as in nn.LSTM), so an inference tensor passed here for training fails loudly
-        # instead of being laundered into a normal tensor by the mask.
-        gates = gates_x + (h @ w_hh.t()) * keep  # [B, 4H]
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c * keep + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        return lstm_cell(gates_x, *state, keep, w_hh)  # b_hh is in gates_x
 
     def scan(self, gates_x, state, keep, w_hh, b_hh):
         return lstm_scan(gates_x, w_hh, *state, keep, kernel="triton", tf32=self.tf32)  # b_hh is in gates_x
 
 
 class GRU(RecurrentCore):
-    """`nn.GRU`'s parameters and gate order (r, z, n), with b_hn inside r * (...) as nn.GRU has it; state `(h,)`.
-
-    r = sigmoid(x W_ir + b_ir + h W_hr + b_hr), z likewise, n = tanh(x W_in + b_in + r * (h W_hn + b_hn)),
-    h' = (1 - z) * n + z * h.
-    """
+    """`nn.GRU`'s parameters and gate order (r, z, n), with b_hn inside r * (...) as nn.GRU has it (the step:
+    `rnn_cells.gru_cell`); state `(h,)`."""
 
     gates = 3
     state_names = ("h",)
@@ -175,15 +165,7 @@ class GRU(RecurrentCore):
         return torch.nn.functional.linear(x, w_ih, b_ih)
 
     def cell(self, gates_x, state, keep, w_hh, b_hh):
-        (h,) = state
-        # As in the LSTM, the reset masks what h contributes (a reset state is zero: h W_hh vanishes, b_hh stays).
-        gates_h = (h @ w_hh.t()) * keep + b_hh  # [B, 3H]
-        x_r, x_z, x_n = gates_x.chunk(3, dim=-1)
-        h_r, h_z, h_n = gates_h.chunk(3, dim=-1)
-        r = torch.sigmoid(x_r + h_r)
-        z = torch.sigmoid(x_z + h_z)
-        n = torch.tanh(x_n + r * h_n)
-        return ((1 - z) * n + z * h * keep,)
+        return (gru_cell(gates_x, *state, keep, w_hh, b_hh),)
 
     def scan(self, gates_x, state, keep, w_hh, b_hh):
         h_seq, h_n = gru_scan(gates_x, w_hh, b_hh, state[0], keep, kernel="triton", tf32=self.tf32)

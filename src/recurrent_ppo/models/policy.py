@@ -6,6 +6,7 @@ whoever puts the parts together compiles the methods it calls (`compile_fn(polic
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -55,7 +56,8 @@ class RecurrentPolicy(nn.Module):
         self.obs_space, self.action_space = obs_space, action_space
         self.hidden_dim, self.num_layers, self.core_kind = hidden_dim, num_layers, core
         self.masked = isinstance(obs_space, spaces.Dict) and ACTION_MASK in dict(obs_space.spaces)
-        # Built in this order (the seed's), so a seeded policy of the seed's spaces starts from its weights.
+        # Built in this order, as the first policy (flat Box, Discrete, LSTM) was: a seeded policy of those spaces
+        # draws the same initial weights.
         self.encoder = make_encoder(obs_space, hidden_dim)
         self.core = make_core(core, hidden_dim, hidden_dim, num_layers)
         self.head = make_head(action_space, hidden_dim)
@@ -155,8 +157,13 @@ class RecurrentPolicy(nn.Module):
         return EvaluateOutput(log_prob, self.critic(out)[..., 0], entropy, hidden)
 
 
+
 class LSTMPolicyBundle(RecurrentPolicy):
-    """The seed's policy: `obs_dim` float observations, `num_actions` discrete actions, an LSTM core."""
+    """The old name of an LSTM policy over `obs_dim` float observations with `num_actions` discrete actions, kept so
+    that code written against it still runs; it warns. Build `RecurrentPolicy(spaces.Box((obs_dim,)),
+    spaces.Discrete(num_actions), hidden_dim, num_layers)` instead: the same module and parameters."""
 
     def __init__(self, obs_dim: int, num_actions: int, hidden_dim: int = 256, num_layers: int = 1) -> None:
+        warnings.warn("LSTMPolicyBundle(obs_dim, num_actions, ...) is the old name of RecurrentPolicy(Box((obs_dim,)), "
+                      "Discrete(num_actions), ...): build that instead", DeprecationWarning, stacklevel=2)
         super().__init__(spaces.Box((obs_dim,)), spaces.Discrete(num_actions), hidden_dim, num_layers)
