@@ -1,7 +1,15 @@
 """Shared test helpers."""
 
-import torch
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import torch
+import torch._dynamo
+
+from recurrent_ppo.checkpoint import read_checkpoint
 from recurrent_ppo.envs.base import StepResult
 
 
@@ -86,3 +94,48 @@ class RandomEnv:
             start = torch.tensor(self.action_space.start or [0] * len(offsets), device=self.device)
             taken = self.mask.gather(1, actions - start + offsets)
         self.illegal_taken += (~taken).sum()
+
+
+def compiled_matches_eager(make_env, actions, check):
+    """Step an eager env and a `torch.compile(fullgraph=True)` one (aot_eager) from the same seeds with the same
+    actions; `check(eager_result, compiled_result, t)` compares them."""
+    torch._dynamo.reset()
+    eager, compiled = make_env(), make_env()
+    torch.manual_seed(0)
+    eager.reset()
+    torch.manual_seed(0)
+    compiled.reset()
+    step = torch.compile(compiled.step, fullgraph=True, backend="aot_eager")
+    for t, action in enumerate(actions):
+        torch.manual_seed(100 + t)
+        expected = eager.step(action)
+        torch.manual_seed(100 + t)
+        check(expected, step(action), t)
+    torch._dynamo.reset()
+
+
+TINY = ["--env", "cartpole", "--num-envs", "4", "--num-steps", "16", "--seq-len", "4", "--num-minibatches", "2",
+        "--update-epochs", "2", "--hidden-dim", "8", "--device", "cpu", "--eval-episodes", "2"]
+
+TIMING = ("sps", "sps_overall", "time")
+
+"""Record fields that measure the machine, not the run."""
+
+def train_process(run_dir: Path, *flags: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "recurrent_ppo", "train", *TINY, "--run-dir", str(run_dir),
+                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, iteration: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended early: {proc.communicate()}"
+        path = run_dir / "checkpoint.pt"
+        if path.exists():
+            try:
+                if read_checkpoint(path)["iteration"] >= iteration:
+                    return
+            except ValueError:  # caught mid-rename: try again
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint of iteration {iteration} within {timeout} s")

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from recurrent_ppo.cli import main
 from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.envs import GymVectorEnv, make_env
 from recurrent_ppo.trainer import Trainer, default_run_dir
@@ -186,3 +187,10 @@ def test_a_mask_inside_a_dict_observation_is_used_as_it_is():
     obs = env.reset()
     assert obs["action_mask"].dtype == torch.bool and obs["action_mask"].tolist() == [[True, False, True]] * 2
     assert env.step(torch.tensor([0, 2])).obs["action_mask"].tolist() == [[False, True, True]] * 2
+
+
+def test_an_unknown_gymnasium_env_is_a_one_line_error(tmp_path, capsys):
+    assert main(["train", "--env", "gym:NoSuchEnv-v0", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "env 'gym:NoSuchEnv-v0' cannot be made" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1

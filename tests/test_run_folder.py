@@ -212,3 +212,15 @@ def test_a_second_ctrl_c_ends_the_run_at_once_with_one_line_and_exit_130(tmp_pat
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line and not line.startswith("GPU telemetry off")]
     assert lines == ["recurrent-ppo train: second SIGINT: aborting without a checkpoint; no checkpoint was written"], err
+
+
+def test_an_existing_run_is_refused_without_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    flags = [*TINY, "--compile-mode", "off", "--total-steps", "64", "--no-progress", "--run-dir", str(run)]
+    assert main(["train", *flags]) == 0
+    before = (run / "metrics.jsonl").read_text()
+    assert main(["train", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{run} holds a run" in err and "--resume" in err and "--overwrite" in err, err
+    assert (run / "metrics.jsonl").read_text() == before, "nothing of the old run was touched"
+    assert main(["train", *flags, "--overwrite"]) == 0

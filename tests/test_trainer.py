@@ -242,3 +242,24 @@ def test_a_first_format_checkpoint_loads_as_its_policy_spec(tmp_path):
     assert loaded.spec() == policy.spec()
     for name, value in policy.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_target_kl_stops_the_updates_on_the_device(tmp_path):
+    base = dict(env="cartpole", num_envs=4, num_steps=16, seq_len=4, num_minibatches=4, update_epochs=4,
+                hidden_dim=8, total_steps=4 * 16 * 2, eval_episodes=0, progress=False, device="cpu",
+                compile_mode="off", learning_rate=0.05)
+    free = Trainer(TrainConfig(**base, run_dir=str(tmp_path / "a")))
+    stopped = Trainer(TrainConfig(**base, run_dir=str(tmp_path / "b"), target_kl=1e-9))
+    metrics = [trainer.train_iteration(0) for trainer in (free, stopped)]
+    assert metrics[0]["kl_stopped"] == 0.0
+    assert 0.0 < metrics[1]["kl_stopped"] <= 1.0, "a tiny target stops within the first epoch"
+    assert float(stopped.lr) == pytest.approx(0.05), "the learning rate is restored for the next iteration"
+
+def test_eval_every_logs_deterministic_evaluations(tmp_path):
+    cfg = TrainConfig(env="cartpole", num_envs=4, num_steps=16, seq_len=4, num_minibatches=2, update_epochs=1,
+                      hidden_dim=8, total_steps=4 * 16 * 4, eval_episodes=2, eval_every=2, progress=False,
+                      device="cpu", compile_mode="off", run_dir=str(tmp_path / "run"))
+    Trainer(cfg).train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert ["eval_return_mean" in row for row in rows] == [False, True, False, True]
+    assert all(row["eval_return_mean"] >= 1 for row in rows if "eval_return_mean" in row)

@@ -1,18 +1,13 @@
-"""The run's console (a bar on a terminal, plain lines elsewhere) and the signal handling that stops it cleanly."""
+"""The run's console: a bar on a terminal, plain lines every --log-every iterations elsewhere (a log file)."""
 
 import io
-import os
-import signal
-import time
 
-import pytest
 
 from recurrent_ppo.console import Console, progress_line
-from recurrent_ppo.stopping import StopRequested
+from tests.helpers import train_process
 
 RECORD = {"global_step": 4096, "sps": 18_400.2, "episode_return_mean": 23.1, "policy_loss": -0.01,
           "value_loss": 0.5, "entropy": 0.69, "approx_kl": 0.002, "sps_overall": 17_000.0}
-
 
 def test_plain_lines_every_n_iterations_first_and_last_included():
     stream = io.StringIO()
@@ -28,7 +23,6 @@ def test_plain_lines_every_n_iterations_first_and_last_included():
     assert lines[1] == ("iter 10/25  steps 40,960  sps 18,400  return 23.10  pg_loss -0.0100  v_loss 0.5000  "
                         "entropy 0.690  kl 0.0020")
 
-
 def test_disabled_console_prints_nothing():
     stream = io.StringIO()
     with Console(3, 10, enabled=False, stream=stream) as console:
@@ -36,15 +30,14 @@ def test_disabled_console_prints_nothing():
         console.say("hello")
     assert stream.getvalue() == ""
 
-
-def test_a_signal_is_recorded_and_a_second_one_aborts():
-    previous = signal.getsignal(signal.SIGTERM)
-    with StopRequested() as stop:
-        assert not stop.requested
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)  # the handler runs in the main thread between bytecodes
-        assert stop.signal == signal.SIGTERM and stop.exit_code == 143
-        with pytest.raises(KeyboardInterrupt, match="second SIGINT: aborting"):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.01)
-    assert signal.getsignal(signal.SIGTERM) is previous, "the handlers are restored"
+def test_the_console_prints_lines_to_a_log_file(tmp_path):
+    proc = train_process(tmp_path / "run", "--compile-mode", "default", "--compile-backend", "aot_eager",
+                         "--total-steps", str(4 * 16 * 3), "--log-every", "2")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("compiling the rollout step and the update") for line in lines), out
+    assert any(line.startswith("first iteration, compilation included: ") for line in lines), out
+    progress = [line for line in lines if line.startswith("iter ")]
+    assert [line.split()[1] for line in progress] == ["1/3", "2/3", "3/3"], out
+    assert all("steps " in line and "sps " in line and "kl " in line for line in progress)
