@@ -323,7 +323,7 @@ PRESETS: dict[str, TrainConfig] = {
     "popgym": TrainConfig(
         env="popgym/RepeatPreviousEasy",
         # POPGym's baselines show the policy its previous action (PreviousAction + Antialias): it more than doubled
-        # MineSweeper's and MultiarmedBandit's returns, and changed no other task measurably.
+        # MineSweeper's and MultiarmedBandit's returns and lifted NoisyPositionOnlyCartPole from 0.85 to 0.98.
         previous_action=True,
     ),
 }
