@@ -1,5 +1,10 @@
 """Gymnasium envs for the adapter's tests: declared spaces, and outputs that may break them."""
 
+import multiprocessing
+import os
+import signal
+import time
+
 import gymnasium as gym
 import numpy as np
 
@@ -86,3 +91,38 @@ def register_breaking(name: str, at: int, wrong_shape: bool = False) -> str:
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=BreaksAt, kwargs={"at": at, "wrong_shape": wrong_shape})
     return env_id
+
+
+def short_cartpole():
+    """CartPole-v1 truncated at 10 steps: episodes end by termination and by truncation within a short rollout."""
+    return gym.make("CartPole-v1", max_episode_steps=10)
+
+
+class DiesAt(BreaksAt):
+    """BreaksAt whose `at`-th step kills its own process with SIGKILL, as a crash in native code ends it, when it
+    runs in a worker process (never in the process that runs the tests: there it steps on)."""
+
+    def step(self, action):
+        if self.steps + 1 == self.at and multiprocessing.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().step(action)
+
+
+def register_dying(name: str, at: int) -> str:
+    """Register DiesAt(at) as `rppo-test/<name>-v0` (once) and return that id."""
+    env_id = f"rppo-test/{name}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=DiesAt, kwargs={"at": at, "wrong_shape": False})
+    return env_id
+
+
+class SlowCartPole(gym.Wrapper):
+    """CartPole-v1 whose every step takes at least `seconds` longer (a sleep: a simulator another process runs)."""
+
+    def __init__(self, seconds: float = 0.002):
+        super().__init__(gym.make("CartPole-v1"))
+        self.seconds = seconds
+
+    def step(self, action):
+        time.sleep(self.seconds)
+        return self.env.step(action)

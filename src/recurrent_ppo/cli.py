@@ -24,7 +24,8 @@ import tyro
 from recurrent_ppo.config import FAMILY_PRESETS, PRESETS, TrainConfig, config_from_dict
 from recurrent_ppo.runfolder import RunFolderInUse, RunFolderWriteError
 
-TRAINER_KEYS = ("resolved_device", "resolved_compile_mode", "resolved_rnn_kernel", "world_size")
+TRAINER_KEYS = ("resolved_device", "resolved_compile_mode", "resolved_rnn_kernel", "resolved_env_workers",
+                "world_size")
 """What the trainer writes into config.json beside the TrainConfig fields."""
 
 PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
@@ -34,7 +35,7 @@ Config = Annotated[TrainConfig, tyro.conf.arg(name=""), tyro.conf.OmitArgPrefixe
 # What a resumed run may change: how long it runs and how, never what it trains (env, sizes, PPO settings).
 RESUMABLE = ("total_steps", "checkpoint_every", "eval_episodes", "progress", "device", "compile_mode",
              "compile_backend", "matmul_precision", "rnn_kernel", "precision", "log_every", "eval_every",
-             "time_budget", "check_env_outputs", "rollout_graph")
+             "time_budget", "check_env_outputs", "rollout_graph", "env_workers", "env_overlap")
 
 
 @dataclass
@@ -47,8 +48,8 @@ class Train:
     resume: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR")] = None
     """Continue the run in this folder from its checkpoint, with its configuration; only --total-steps,
     --checkpoint-every, --eval-episodes, --progress, --device, --compile-mode, --compile-backend,
-    --matmul-precision, --rnn-kernel, --precision, --log-every, --eval-every, --time-budget and
-    --check-env-outputs may change."""
+    --matmul-precision, --rnn-kernel, --precision, --log-every, --eval-every, --time-budget,
+    --check-env-outputs, --rollout-graph, --env-workers and --env-overlap may change."""
     config_file: Annotated[str | None, tyro.conf.arg(name="config", metavar="FILE")] = None
     """Start from the configuration in FILE (a run's config.json); flags given beside it override it."""
     debug: bool = False
@@ -275,6 +276,7 @@ def train_command(args: Train, saved: dict | None) -> int:
                 else checkpoint_config(saved, args.resume))
         cfg = resumed_config(base, args.config, args.resume)
     cfg.validate()
+    trainer = None
     try:
         trainer = Trainer(cfg)
         if saved is not None:
@@ -295,6 +297,8 @@ def train_command(args: Train, saved: dict | None) -> int:
                  if trainer.resumed else "")
         print(f"training {cfg.env} on {trainer.device}: {trainer.num_iterations} iterations of "
               f"{cfg.num_envs} envs x {cfg.num_steps} steps{processes}{start} -> {trainer.run_dir}", flush=True)
+        if cfg.env_workers:
+            print(workers_line(cfg, trainer), flush=True)
         summary = trainer.train(handle_signals=True)
     except TrainingStopped as stop:
         if stop.checkpoint is not None:
@@ -327,6 +331,8 @@ def train_command(args: Train, saved: dict | None) -> int:
         print(f"recurrent-ppo train: {err}; {last}", file=sys.stderr)
         return err.exit_code if isinstance(err, Aborted) else 1
     finally:
+        if trainer is not None:
+            trainer.close()
         distributed.leave()
     print(f"trained {summary['global_step']:,} steps in {summary['train_time_s']:.1f} s "
           f"({summary['sps']:,.0f} steps/s); mean return of the last 100 training episodes "
@@ -338,6 +344,19 @@ def train_command(args: Train, saved: dict | None) -> int:
               f"mean return {summary['eval_return_mean']:.1f}")
     print(f"checkpoint: {summary['checkpoint']}")
     return 0
+
+
+def workers_line(cfg: TrainConfig, trainer) -> str:
+    """How the env's copies step, for a run with env_workers set: in workers (overlapped or not) or in-process."""
+    from recurrent_ppo.rollout import OverlappedRolloutCollector
+
+    workers, note = trainer.env_workers()
+    chosen = f"env_workers {cfg.env_workers}" + (f" ({note})" if note else "")
+    if not workers:
+        return f"{chosen}: the env steps in this process"
+    overlapped = isinstance(trainer.collector, OverlappedRolloutCollector)
+    overlap = ", one half stepping while the policy acts on the other" if overlapped else ""
+    return f"{chosen}: the env's copies step in {workers} worker processes{overlap}"
 
 
 def eval_command(args: Eval) -> int:
@@ -356,7 +375,7 @@ def eval_command(args: Eval) -> int:
     torch.manual_seed(cfg.seed)
     policy = load_policy(args.path, device)
     # A policy trained on normalized observations sees them normalized by the run's statistics, frozen.
-    env = make_env(cfg.env, cfg.num_envs, device, previous_action=cfg.previous_action)
+    env = make_env(cfg.env, cfg.num_envs, device, previous_action=cfg.previous_action, workers=cfg.env_workers)
     evaluator = Evaluator(policy, env, compile_mode=args.compile_mode, obs_norm=load_obs_normalizer(args.path, device))
     returns = evaluator.episode_returns(args.episodes).double()
     spread = f" +- {returns.std():.2f}" if args.episodes > 1 else ""

@@ -14,6 +14,7 @@ import tyro
 
 from recurrent_ppo.compile import COMPILE_MODES
 from recurrent_ppo.envs import ENV_CHOICES, is_env_name
+from recurrent_ppo.envs.gym_adapter import PREFIX as GYM_PREFIX
 from recurrent_ppo.models.cores import CORES, fused_kernel_error
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")
@@ -110,6 +111,18 @@ class TrainConfig:
     rollout_graph: bool = False
     """Capture the whole rollout (all num_steps compiled steps) in one CUDA graph after the first, and replay it
     per iteration instead of one replay per step: CUDA and a device env only."""
+    env_workers: int | Literal["auto"] = 0
+    """Worker processes that step a gymnasium env's copies (gym:...): 0 steps them in the trainer's process, one
+    after another; N steps them in N processes (at most one per copy), each its share, in parallel; auto times one
+    copy's step against a pipe round trip at start and starts one worker per core where they save more than they
+    cost, else none (it is timing-based: pin a number where runs must repeat exactly). Device envs step inside the
+    rollout's own graph and take 0 or auto."""
+    env_overlap: bool = True
+    """With env workers, split the envs into two halves and step one half while the policy acts on the other
+    (double buffering), so neither waits for the other. The rollout is the one without overlap, step for step,
+    but for two things: each half's sampling draws its own random numbers, the same ones only where they are
+    drawn in sequence (the categorical's on the CPU, unless inductor compiles it); with --normalize-obs the
+    observations are normalized by the statistics of the step before."""
     checkpoint_every: int = 50
     """Iterations between checkpoints (written atomically over RUN_DIR/checkpoint.pt); 0: only at the end."""
     eval_episodes: int = 100
@@ -230,6 +243,7 @@ class TrainConfig:
             raise ValueError(f"rnn_kernel={self.rnn_kernel!r} must be one of {RNN_KERNEL_CHOICES}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
+        self._validate_env_workers()
         if self.run_dir and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
             raise ValueError(f"run_dir={self.run_dir!r} is a file, not a folder: give a folder for the run")
         device = self.resolved_device()
@@ -238,6 +252,16 @@ class TrainConfig:
             raise ValueError(f"rollout_graph needs a CUDA device (the rollout is captured in a CUDA graph), not "
                              f"{device}; leave --rollout-graph off here")
         return self
+
+    def _validate_env_workers(self) -> None:
+        workers = self.env_workers
+        if workers != "auto" and (type(workers) is not int or workers < 0):
+            raise ValueError(f"env_workers={workers!r} must be 0 (in-process), a number of worker processes, or "
+                             f"'auto'")
+        if workers not in (0, "auto") and not self.env.startswith(GYM_PREFIX):
+            raise ValueError(f"env_workers={workers} steps a gymnasium env's copies in worker processes, and "
+                             f"env={self.env!r} is not one (gym:<id>): a device env steps inside the rollout's own "
+                             f"graph, and a VectorEnv of your own steps as it is written; leave env_workers at 0")
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from recurrent_ppo import spaces
 from recurrent_ppo.buffer import RolloutBuffer
 from recurrent_ppo.compile import compile_fn, compile_step, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs
-from recurrent_ppo.envs import StepResult, VectorEnv
+from recurrent_ppo.envs import GymVectorEnv, PreviousAction, StepResult, VectorEnv
+from recurrent_ppo.envs.gym_adapter import HostEnvPart
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.finite import EnvOutputWatch
 from recurrent_ppo.normalize import ObservationNormalizer, RewardNormalizer
@@ -249,6 +252,152 @@ class RolloutCollector:
         self.buffer.claim_step()
         cuda_graph_step_begin(self.compile_mode, self.device)
         self.step(self.obs, self.hidden, self.episode_starts)
+
+
+class StepInputs(NamedTuple):
+    """What the policy reads at one step, for all envs: the observation, the recurrent state, the episode starts."""
+
+    obs: Obs  # [N, ...] per leaf
+    hidden: RecurrentState  # each [num_layers, N, H]
+    starts: torch.Tensor  # [N] bool
+
+
+def host_parts(env: VectorEnv) -> list[tuple[HostEnvPart, VectorEnv]] | None:
+    """For a gymnasium env whose copies step in workers laid out in two or more parts: each part to send steps to,
+    beside the env the rollout steps it as (the part, or PreviousAction around it where the env is wrapped so).
+    None for any other env."""
+    inner = env.env if isinstance(env, PreviousAction) else env
+    if not isinstance(inner, GymVectorEnv) or inner.num_parts < 2:
+        return None
+    parts = [inner.part(index) for index in range(inner.num_parts)]
+    return [(part, part if inner is env else PreviousAction(part)) for part in parts]
+
+
+def rows(obs: Obs, span: slice) -> Obs:
+    return spaces.map_obs(lambda x: x[span], obs)
+
+
+def cat_results(results: list[StepResult]) -> StepResult:
+    """The step results of consecutive parts of the envs as one result of all of them."""
+    def cat_obs(parts: list[Obs]) -> Obs:
+        if isinstance(parts[0], dict):
+            return {path: torch.cat([part[path] for part in parts]) for path in parts[0]}
+        return torch.cat(parts)
+
+    return StepResult(cat_obs([r.obs for r in results]), torch.cat([r.reward for r in results]),
+                      torch.cat([r.terminated for r in results]), torch.cat([r.truncated for r in results]),
+                      cat_obs([r.final_obs for r in results]))
+
+
+class OverlappedRolloutCollector(RolloutCollector):
+    """A RolloutCollector for a gymnasium env whose copies step in worker processes, in two halves (`host_parts`):
+    while one half's copies step, the policy acts on the other half, so neither the policy nor the workers wait
+    for each other (double buffering, as EnvPool's async mode).
+
+    At step t each half acts on its rows of the step's inputs and sends its actions. When a half's results come
+    in, its rows of step t+1's inputs are made from them and it acts again at once. When both halves are in, the
+    collector's own `_record` runs over all envs, as without overlap: the buffer write, the episode statistics,
+    the normalizers, the truncation bootstrap and the carry, in env order. A half acts for step t+1 before step t
+    is recorded, so the inputs and the policy's outputs are kept twice, by the step's parity.
+
+    So the rollout is the non-overlapped one, value for value, where the policy's rows do not depend on how many
+    rows it runs at once, with two exceptions. Each half's sampling draws its own random numbers: the same ones
+    where the generator fills in sequence (the categorical's exponential noise on the CPU, eager or aot_eager);
+    elsewhere (Gaussian noise, CUDA, inductor's own random numbers) other draws of the same distribution. With
+    observation normalization a half acts on its observations normalized by the statistics before the step that
+    returned them (the other half's results of that step are not in yet); the statistics themselves merge whole
+    steps, as without overlap.
+    """
+
+    def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
+                 **kwargs) -> None:
+        parts = host_parts(env)
+        if parts is None:
+            raise ValueError(f"overlapping the rollout needs a gymnasium env whose copies step in workers in two "
+                             f"parts (env_workers > 0, env_overlap on, 2 or more envs); {type(env).__name__} is not "
+                             f"one")
+        super().__init__(policy, env, buffer, episodes, **kwargs)
+        self.parts = parts
+        self.spans = [slice(part.copies.start, part.copies.stop) for part, _ in parts]
+        self.sent: list[torch.Tensor | None] = [None] * len(parts)  # each part's actions in flight
+        self.results: list[StepResult | None] = [None] * len(parts)
+        with torch.inference_mode():
+            # Step t reads inputs[t % 2]; inputs[0] is the collector's carry, which a rollout starts and ends in.
+            self.inputs = (StepInputs(self.obs, self.hidden, self.episode_starts),
+                           StepInputs(spaces.map_obs(torch.clone, self.obs), tuple(h.clone() for h in self.hidden),
+                                      self.episode_starts.clone()))
+        self.staged: list[tuple[RecurrentState, ActionOutput] | None] = [None, None]  # (hidden_in, act) by parity
+        if uses_cuda_graphs(self.compile_mode, self.device):
+            mark_static_state(self.inputs[1])
+
+    def advance(self) -> None:
+        """Step t of the rollout (t: the steps written so far): wait for each half's step t, making its inputs of
+        step t+1 and acting on them at once, then record step t for all envs. Step 0's actions go out first."""
+        t, last = self.buffer.pos, self.buffer.num_steps - 1
+        if t == 0:
+            for index in range(len(self.parts)):
+                self._act_part(index, 0)
+        self.buffer.claim_step()
+        for index, (_, stepped) in enumerate(self.parts):
+            self.results[index] = stepped.step(self.sent[index])
+            if t < last:
+                self._next_inputs(index, t)
+                self._act_part(index, t + 1)
+        self._record_step(t)
+        if t == last and t % 2:  # the rollout ends in inputs[1]: the carry is inputs[0]
+            carry_over(self._flat(self.inputs[0]), self._flat(self.inputs[1]))
+
+    @staticmethod
+    def _flat(inputs: StepInputs) -> tuple[torch.Tensor, ...]:
+        return (*spaces.obs_tensors(inputs.obs), *inputs.hidden, inputs.starts)
+
+    def _act_part(self, index: int, t: int) -> None:
+        """The policy on part `index`'s rows of step t's inputs; its outputs kept for the record, its actions sent."""
+        span, inputs = self.spans[index], self.inputs[t % 2]
+        cuda_graph_step_begin(self.compile_mode, self.device)
+        hidden_in, act, env_action = self._act(rows(inputs.obs, span), tuple(h[:, span] for h in inputs.hidden),
+                                               inputs.starts[span])
+        staged_in, staged = self._staged(t % 2, hidden_in, act)
+        for whole, part in ((staged.action, act.action), (staged.log_prob, act.log_prob), (staged.value, act.value)):
+            whole[span] = part
+        for whole, part in zip((*staged_in, *staged.hidden), (*hidden_in, *act.hidden)):
+            whole[:, span] = part
+        self.sent[index] = env_action.clone()  # a CUDA graph's replay would overwrite its output
+        self.parts[index][0].send(self.sent[index])
+
+    def _staged(self, parity: int, hidden_in: RecurrentState, act: ActionOutput):
+        """The policy's outputs of all envs for steps of `parity`, allocated at the first act like `act`'s."""
+        if self.staged[parity] is None:
+            n = self.env.num_envs
+
+            def whole(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+                shape = list(x.shape)
+                shape[dim] = n
+                return torch.zeros(shape, dtype=x.dtype, device=x.device)
+
+            self.staged[parity] = (tuple(whole(h, 1) for h in hidden_in),
+                                   ActionOutput(whole(act.action), whole(act.log_prob), whole(act.value),
+                                                tuple(whole(h, 1) for h in act.hidden)))
+            if uses_cuda_graphs(self.compile_mode, self.device):
+                mark_static_state(self.staged[parity])
+        return self.staged[parity]
+
+    def _next_inputs(self, index: int, t: int) -> None:
+        """Part `index`'s rows of step t+1's inputs, from its step t: the returned observation (normalized by the
+        statistics as they stand), the state after the step, the episode starts."""
+        result, span = self.results[index], self.spans[index]
+        inputs, (_, act) = self.inputs[(t + 1) % 2], self.staged[t % 2]
+        carry_over((*(x[span] for x in spaces.obs_tensors(inputs.obs)), *(h[:, span] for h in inputs.hidden),
+                    inputs.starts[span]),
+                   (*spaces.obs_tensors(self._normalized(result.obs, update=False)),
+                    *(h[:, span] for h in act.hidden), result.terminated | result.truncated))
+
+    def _record_step(self, t: int) -> None:
+        """Step t of all envs into the buffer and the bookkeeping (the collector's `_record`); its carry goes to
+        inputs[t % 2], which the next step does not read."""
+        inputs, (hidden_in, act) = self.inputs[t % 2], self.staged[t % 2]
+        cuda_graph_step_begin(self.compile_mode, self.device)
+        self._record(inputs.obs, inputs.hidden, inputs.starts, hidden_in, act, cat_results(self.results))
 
 
 class Evaluator:

@@ -18,13 +18,14 @@ from recurrent_ppo.buffer import RolloutBuffer
 from recurrent_ppo.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.console import Console
-from recurrent_ppo.envs import EnvFactory, VectorEnv, build_env, make_env, rebuild_name
+from recurrent_ppo.envs import EnvFactory, GymVectorEnv, PreviousAction, VectorEnv, build_env, make_env, rebuild_name
+from recurrent_ppo.envs.host_workers import available_cores
 from recurrent_ppo.envs.sources import is_factory
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.finite import check_update
 from recurrent_ppo.models.policy import RecurrentPolicy
 from recurrent_ppo.ppo import PPOUpdater
-from recurrent_ppo.rollout import Evaluator, RolloutCollector
+from recurrent_ppo.rollout import Evaluator, OverlappedRolloutCollector, RolloutCollector, host_parts
 from recurrent_ppo.runfolder import RunFolderLock, writing
 from recurrent_ppo.runlog import RunLogger
 from recurrent_ppo.snapshot import load_tensors, rng_state, save_tensors, set_rng_state
@@ -47,6 +48,12 @@ RUN_FILES = ("config.json", "metrics.jsonl", CHECKPOINT_FILE, "summary.json")
 
 class RunDirError(ValueError):
     """The run folder holds a run that this one would overwrite."""
+
+
+def gym_env(env: VectorEnv | None) -> GymVectorEnv | None:
+    """The gymnasium env `env` is or wraps (PreviousAction), else None."""
+    inner = env.env if isinstance(env, PreviousAction) else env
+    return inner if isinstance(inner, GymVectorEnv) else None
 
 
 class TrainingStopped(Exception):
@@ -109,7 +116,8 @@ class Trainer:
         self.rnn_kernel = cfg.resolved_rnn_kernel(self.device)
         torch.set_float32_matmul_precision(cfg.resolved_matmul_precision())  # process-wide, as torch has it
         torch.manual_seed(cfg.seed + self.group.rank)  # each process its own episodes; weights come from rank 0
-        source, env = env, self._build_env(env)  # what was handed over, and the env built from it
+        # With workers and overlap, the training env's copies are laid out in two halves (OverlappedRolloutCollector).
+        source, env = env, self._build_env(env, parts=2 if cfg.env_overlap else 1)
         self.policy = RecurrentPolicy(env.observation_space, env.action_space, cfg.hidden_dim, cfg.num_layers,
                                       cfg.core).to(self.device)
         self.policy.core.use_kernel(self.rnn_kernel, tf32=cfg.precision == "tf32")  # not in the spec: a runtime choice
@@ -123,11 +131,11 @@ class Trainer:
         self.buffer = RolloutBuffer.for_policy(self.policy, cfg.num_envs, cfg.num_steps, self.device)
         self.episodes = EpisodeTracker(cfg.num_envs, self.device)
         compile_args = dict(compile_mode=self.compile_mode, compile_backend=cfg.compile_backend)
-        self.collector = RolloutCollector(self.policy, env, self.buffer, self.episodes,
-                                          reward_scale=cfg.reward_scale, check_env_outputs=cfg.check_env_outputs,
-                                          normalize_rewards=cfg.gamma if cfg.normalize_rewards else None,
-                                          normalize_obs=cfg.normalize_obs,
-                                          rollout_graph=cfg.rollout_graph, **compile_args)
+        collector = OverlappedRolloutCollector if host_parts(env) else RolloutCollector
+        self.collector = collector(self.policy, env, self.buffer, self.episodes,
+                                   reward_scale=cfg.reward_scale, check_env_outputs=cfg.check_env_outputs,
+                                   normalize_rewards=cfg.gamma if cfg.normalize_rewards else None,
+                                   normalize_obs=cfg.normalize_obs, rollout_graph=cfg.rollout_graph, **compile_args)
         # Evaluation envs match the training batch, so compiled steps see the shapes they were traced with.
         # It reads the collector's observation statistics, frozen, as they stand when it runs.
         # An env instance has none: the trainer refused evaluation with it above.
@@ -147,12 +155,40 @@ class Trainer:
         self.saved_iteration = 0  # the iterations the checkpoint on disk holds (0: none)
         self.fresh_episodes_note: str | None = None  # why the checkpoint resumed restarts episodes, if it says
 
-    def _build_env(self, source: VectorEnv | EnvFactory | None) -> VectorEnv:
-        """The env `cfg.env` names (`source` None), or the one handed to the Trainer."""
+    def _build_env(self, source: VectorEnv | EnvFactory | None, parts: int = 1) -> VectorEnv:
+        """The env `cfg.env` names (`source` None), or the one handed to the Trainer. A gymnasium env's copies step
+        in `cfg.env_workers` worker processes, laid out in `parts`."""
         cfg = self.cfg
         if source is None:
-            return make_env(cfg.env, cfg.num_envs, self.device, previous_action=cfg.previous_action)
+            return make_env(cfg.env, cfg.num_envs, self.device, previous_action=cfg.previous_action,
+                            workers=cfg.env_workers, parts=parts)
         return build_env(source, cfg.num_envs, self.device, previous_action=cfg.previous_action)
+
+    def env_workers(self) -> tuple[int, str]:
+        """The worker processes stepping the training env's copies (0: in-process), and why `auto` chose so."""
+        env = gym_env(self.collector.env)
+        return (env.workers, env.workers_note) if env is not None else (0, "")
+
+    @contextlib.contextmanager
+    def _threads_beside_workers(self):
+        """torch's CPU threads, while env workers step: the cores the workers leave, at least one. Each worker keeps
+        a core busy, and torch's OpenMP threads beyond the free cores wait for one at every parallel op: with
+        2 threads beside 2 busy workers on 2 cores, a rollout step's policy took tens of times as long."""
+        workers, before = self.env_workers()[0], torch.get_num_threads()
+        if not workers or self.device.type != "cpu":
+            yield
+            return
+        torch.set_num_threads(max(1, min(before, available_cores() - workers)))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def close(self) -> None:
+        """Close the gymnasium envs the trainer made (training and evaluation), stopping their env workers."""
+        for env in (self.collector.env, self.evaluator.env if self.evaluator is not None else None):
+            if (made := gym_env(env)) is not None:
+                made.close()
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue the run saved in `state` (`checkpoint.read_checkpoint`).
@@ -233,7 +269,7 @@ class Trainer:
         cfg = self.cfg
         learning_rate = self.learning_rate_at(iteration)
         self.lr.fill_(learning_rate)
-        with record_function("rollout"):
+        with record_function("rollout"), self._threads_beside_workers():
             try:
                 last_values = self.collector.collect()
             except Exception as error:  # weights, optimizer and global_step are still the last iteration's
@@ -262,7 +298,8 @@ class Trainer:
         if self.evaluator is None:
             raise ValueError(f"this Trainer has no evaluation env: it was handed an env instance ({self.cfg.env}); "
                              f"hand it a class or factory (num_envs, device) -> VectorEnv to evaluate")
-        return self.evaluator.evaluate(num_episodes)
+        with self._threads_beside_workers():
+            return self.evaluator.evaluate(num_episodes)
 
     def start_over(self) -> None:
         """Train the run in the run folder from its first iteration: its run stopped before writing a checkpoint
@@ -290,7 +327,7 @@ class Trainer:
                 (self.run_dir / name).unlink(missing_ok=True)
         config = {**dataclasses.asdict(cfg), "resolved_device": str(self.device),
                   "resolved_compile_mode": self.compile_mode, "resolved_rnn_kernel": self.rnn_kernel,
-                  "world_size": self.group.world_size}
+                  "resolved_env_workers": self.env_workers()[0], "world_size": self.group.world_size}
         with writing(self.run_dir / "config.json"):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(config, indent=2))

@@ -46,7 +46,8 @@ def is_env_name(name: str) -> bool:
     return name.startswith(GYM_PREFIX) and len(name) > len(GYM_PREFIX)
 
 
-def make_env(name: str, num_envs: int, device: torch.device | str, *, previous_action: bool = False) -> VectorEnv:
+def make_env(name: str, num_envs: int, device: torch.device | str, *, previous_action: bool = False,
+             workers: int | str = 0, parts: int = 1) -> VectorEnv:
     """Build the vectorized env `name` with `num_envs` copies on `device`:
     - one of `ENVS`;
     - `gym:<id>` for the gymnasium env `<id>` (`gym:<module>:<id>` imports `<module>` first, which registers it);
@@ -55,17 +56,22 @@ def make_env(name: str, num_envs: int, device: torch.device | str, *, previous_a
       `torch.manual_seed` fixes its episodes too);
     - `<module>:<attr>` for a VectorEnv class, or a factory, called as `attr(num_envs, device)`; the module is
       imported from sys.path (the command line puts the current directory first).
-    `previous_action` adds the previous action and a first-step flag to its observation (`PreviousAction`)."""
+    `previous_action` adds the previous action and a first-step flag to its observation (`PreviousAction`).
+    `workers` and `parts` lay a gymnasium env's copies out in worker processes (`GymVectorEnv`); other envs take
+    0 or "auto" (and ignore it)."""
     if is_object_marker(name):
         raise object_marker_error(name)
     if not is_env_name(name):
         raise ValueError(f"unknown env {name!r}; choose {ENV_CHOICES}")
+    if workers not in (0, "auto") and not name.startswith(GYM_PREFIX):
+        raise ValueError(f"env {name!r} is not a gymnasium env (gym:<id>), whose copies workers step; give it "
+                         f"workers=0")
     device = torch.device(device)
     if name in ENVS:
         env = ENVS[name](num_envs, device)
     elif name.startswith(GYM_PREFIX):
         seed = int(torch.randint(0, 2**31 - num_envs, ()))
-        env = GymVectorEnv(gym_source(name), num_envs, device, seed=seed, name=name)
+        env = GymVectorEnv(gym_source(name), num_envs, device, seed=seed, workers=workers, parts=parts, name=name)
     else:
         factory = resolve(name, name, FACTORY)
         if not is_factory(factory):  # one object cannot be both the training env and the evaluation env

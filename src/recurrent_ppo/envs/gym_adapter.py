@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import difflib
 import functools
+import statistics
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
 from recurrent_ppo import spaces
 from recurrent_ppo.envs.base import StepResult
+from recurrent_ppo.envs.host_workers import WorkerPool, choose_workers
 from recurrent_ppo.envs.sources import describe
 from recurrent_ppo.spaces import ACTION_MASK, Obs
 
@@ -203,6 +206,91 @@ def mask_leaf_as_binary(space: spaces.Space) -> spaces.Space:
                              for key, sub in space.spaces))
 
 
+class HostStep(NamedTuple):
+    """One step of some copies, batched on the host: what `GymVectorEnv` moves to the device."""
+
+    leaves: dict[str, np.ndarray]  # [n, ...] per observation leaf path: the next observation (reset where one ended)
+    mask: np.ndarray | None  # [n, mask_dim]: the info's action mask, when the env puts one there
+    final: dict[str, np.ndarray]  # [n, ...] per leaf path: the observation each copy's step ended on
+    final_mask: np.ndarray | None
+    reward: np.ndarray  # [n]
+    terminated: np.ndarray  # [n] bool
+    truncated: np.ndarray  # [n] bool, never where terminated
+
+
+def concatenate(steps: list[HostStep]) -> HostStep:
+    """The steps of consecutive groups of copies as one step of all of them."""
+    if len(steps) == 1:
+        return steps[0]
+    first = steps[0]
+    return HostStep(*(
+        {path: np.concatenate([step[i][path] for step in steps]) for path in field} if isinstance(field, dict)
+        else None if field is None else np.concatenate([step[i] for step in steps])
+        for i, field in enumerate(first)))
+
+
+class HostCopies:
+    """Copies `copies` of a gymnasium env stepped together by gymnasium's vector env (same-step autoreset), their
+    outputs batched as `GymVectorEnv` takes them (`HostStep`). It holds numpy and gymnasium only, so it runs in the
+    trainer's process or in a worker (`host_workers`). `make_copy(i)` makes copy i (`checked_copy`)."""
+
+    def __init__(self, make_copy: Callable[[int], Any], gym_obs_space, obs_prefix: str, masked: bool, copies: range,
+                 asynchronous: bool = False) -> None:
+        import gymnasium as gym
+
+        self.gym_obs_space, self.obs_prefix, self.masked = gym_obs_space, obs_prefix, masked
+        vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
+        self.envs = vector([functools.partial(make_copy, i) for i in copies],
+                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        self.action_dtype = self.envs.single_action_space.dtype
+
+    def _info_mask(self, info: dict) -> np.ndarray | None:
+        return info.get(ACTION_MASK) if self.masked else None
+
+    def reset(self, seed: int | None) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """Reset every copy (copy i of these with `seed + i`, unless None); the observation leaves and the mask."""
+        obs, info = self.envs.reset(seed=seed)
+        return gym_leaves(obs, self.gym_obs_space, self.obs_prefix), self._info_mask(info)
+
+    def step(self, actions: np.ndarray) -> HostStep:
+        obs, reward, terminated, truncated, info = self.envs.step(actions.astype(self.action_dtype, copy=False))
+        leaves = gym_leaves(obs, self.gym_obs_space, self.obs_prefix)
+        mask = self._info_mask(info)
+        final = {path: np.array(array, copy=True) for path, array in leaves.items()}
+        final_mask = None if mask is None else np.array(mask, copy=True)
+        if "_final_obs" in info:  # episodes that ended in this step: their last observation (and mask)
+            final_info = info.get("final_info", {})
+            for i in np.flatnonzero(info["_final_obs"]):
+                for path, value in gym_leaves(info["final_obs"][i], self.gym_obs_space, self.obs_prefix).items():
+                    final[path][i] = value
+                if final_mask is not None and ACTION_MASK in final_info:
+                    final_mask[i] = final_info[ACTION_MASK][i]
+        truncated = np.asarray(truncated) & ~np.asarray(terminated)  # never both, as StepResult promises
+        return HostStep(leaves, mask, final, final_mask, np.asarray(reward), np.asarray(terminated), truncated)
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+def time_steps(probe, info: dict, budget: float = 0.05, most: int = 16) -> float | None:
+    """Seconds of one `probe.step`, the median of up to `most` steps within `budget` seconds, episodes reset as
+    they end; None when none could be timed. An exception ends the timing: the env's copies raise it in their
+    own time."""
+    times: list[float] = []
+    started = time.perf_counter()
+    try:
+        while len(times) < most and time.perf_counter() - started < budget:
+            action = legal_action(probe.action_space, info.get(ACTION_MASK))
+            start = time.perf_counter()
+            _, _, terminated, truncated, info = probe.step(action)
+            times.append(time.perf_counter() - start)
+            if terminated or truncated:
+                _, info = probe.reset()
+    except Exception:
+        pass
+    return statistics.median(times) if times else None
+
+
 class GymVectorEnv:
     """`num_envs` copies of a gymnasium env, seeded from `seed` (env i gets seed + i). `env` is a registered id
     (`CartPole-v1`; `module:id` imports `module` first, as `gymnasium.make` does) or a function of no arguments
@@ -212,14 +300,21 @@ class GymVectorEnv:
     raises, naming it and its path and the wrapper that would drop or convert it), and its first reset and step
     checked against them (shapes, dtypes, the bounds of integer spaces, the action mask); then every reset and
     step of every copy is checked the same way, naming the copy and its step.
-    `asynchronous=True` runs each copy in its own process (gymnasium's AsyncVectorEnv), worth it when one env
-    step costs more than the pipe round trip; keyword arguments go to `gymnasium.make` (e.g. max_episode_steps).
+    `workers=N` steps the copies in N worker processes (`host_workers.WorkerPool`, at most one per copy), laid out
+    in `parts` (`parts=2`: two halves, each steppable on its own while the trainer works on the other: `part`);
+    `workers="auto"` times the probe's steps and starts workers where they pay (`host_workers.choose_workers`,
+    its reason in `workers_note`). `asynchronous=True` runs each copy in its own process instead (gymnasium's
+    AsyncVectorEnv, one message per copy and step). Keyword arguments go to `gymnasium.make` (e.g.
+    max_episode_steps).
     """
 
     steps_on_host = True
+    workers_note = ""
+    """Why `workers="auto"` chose what it did, in words (empty when the workers were given)."""
 
     def __init__(self, env: str | Callable[[], Any], num_envs: int, device: torch.device | str = "cpu", *,
-                 seed: int = 0, asynchronous: bool = False, name: str | None = None, **make_kwargs) -> None:
+                 seed: int = 0, asynchronous: bool = False, workers: int | Literal["auto"] = 0, parts: int = 1,
+                 name: str | None = None, **make_kwargs) -> None:
         self.name = name or f"{PREFIX}{env if isinstance(env, str) else describe(env)}"
         try:
             import gymnasium as gym
@@ -227,6 +322,12 @@ class GymVectorEnv:
             raise ImportError(f"env {self.name!r} needs gymnasium: pip install 'gymnasium>=1.1'") from error
         if num_envs < 1:
             raise ValueError(f"GymVectorEnv needs num_envs >= 1, got {num_envs}")
+        if workers != "auto" and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 0):
+            raise ValueError(f"{self.name}: workers={workers!r} must be 0 (in-process), a number of worker "
+                             f"processes, or 'auto'")
+        if workers and asynchronous:
+            raise ValueError(f"{self.name}: asynchronous=True gives each copy a process of its own; it cannot go "
+                             f"with workers={workers!r}: choose one")
         self.num_envs, self.seed = num_envs, seed
         self.device = torch.device(device)
         if isinstance(env, str):
@@ -258,16 +359,24 @@ class GymVectorEnv:
                                 spaces.mask_dim(self.action_space) if self.masked else None)
             check(probe_obs, info, "reset()")
             probe.action_space.seed(seed)
+            start = time.perf_counter()
             step = probe.step(legal_action(probe.action_space, info.get(ACTION_MASK)))
+            first_step = time.perf_counter() - start
             check(step[0], step[4], "step()")
+            if workers == "auto":  # later steps: the first may pay for lazy set-up
+                info = probe.reset()[1] if step[2] or step[3] else step[4]
+                workers, self.workers_note = choose_workers(num_envs, time_steps(probe, info) or first_step, parts)
         finally:
             probe.close()
         # A masked leaf observation goes under "obs" (spaces.with_action_mask), a Dict's leaves keep their paths.
         self.obs_prefix = "obs" if self.masked and not isinstance(obs_space, spaces.Dict) else ""
         self.storage = {path: spaces.storage(leaf) for path, leaf in spaces.leaves(self.observation_space).items()}
-        vector = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
-        self.envs = vector([functools.partial(checked_copy, make_one, check, i) for i in range(num_envs)],
-                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        copies = functools.partial(HostCopies, functools.partial(checked_copy, make_one, check), self.gym_obs_space,
+                                   self.obs_prefix, self.masked)
+        self.workers = min(workers, num_envs)
+        self.pool = WorkerPool(copies, num_envs, self.workers, min(parts, num_envs), name=self.name) \
+            if self.workers else None
+        self.host = None if self.pool else copies(range(num_envs), asynchronous=asynchronous)
         self.max_episode_steps = None  # a gymnasium env may truncate for reasons of its own, at any step
         self._seeded = False
 
@@ -294,41 +403,103 @@ class GymVectorEnv:
     def _to_device(self, array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array)).to(self.device, dtype)
 
-    def _obs(self, leaves: dict[str, np.ndarray], mask: np.ndarray | None) -> Obs:
-        """Batched leaf arrays (and the action mask) as the observation pytree on the device."""
+    def _obs(self, leaves: dict[str, np.ndarray], mask: np.ndarray | None, num: int) -> Obs:
+        """Batched leaf arrays of `num` copies (and the action mask) as the observation pytree on the device."""
         if mask is not None:
             leaves = {**leaves, ACTION_MASK: mask}
-        obs = {path: self._to_device(np.reshape(leaves[path], (self.num_envs, *shape)), dtype)
+        obs = {path: self._to_device(np.reshape(leaves[path], (num, *shape)), dtype)
                for path, (shape, dtype) in self.storage.items()}
         return obs[""] if "" in obs else obs
 
+    def _result(self, step: HostStep) -> StepResult:
+        num = len(step.reward)
+        return StepResult(self._obs(step.leaves, step.mask, num), self._to_device(step.reward, torch.float32),
+                          self._to_device(step.terminated, torch.bool), self._to_device(step.truncated, torch.bool),
+                          self._obs(step.final, step.final_mask, num))
+
     def reset(self) -> Obs:
         # Seeded on the first reset only: later resets continue each env's random stream.
-        obs, info = self.envs.reset(seed=None if self._seeded else self.seed)
+        seed = None if self._seeded else self.seed
+        if self.pool is None:
+            leaves, mask = self.host.reset(seed)
+        else:  # each group of copies from its first copy's seed: copy i still gets seed + i
+            for part, groups in enumerate(self.pool.parts):
+                self.pool.request(part, "reset", [None if seed is None else seed + g.copies.start for g in groups])
+            resets = [reset for part in range(len(self.pool.parts)) for reset in self.pool.replies(part)]
+            leaves = {path: np.concatenate([reset[0][path] for reset in resets]) for path in resets[0][0]}
+            mask = None if resets[0][1] is None else np.concatenate([reset[1] for reset in resets])
         self._seeded = True
-        return self._obs(gym_leaves(obs, self.gym_obs_space, self.obs_prefix), self._info_mask(info))
+        return self._obs(leaves, mask, self.num_envs)
 
-    def _info_mask(self, info: dict) -> np.ndarray | None:
-        return info.get(ACTION_MASK) if self.masked else None
+    def _host_actions(self, actions: torch.Tensor) -> np.ndarray:
+        return actions.cpu().numpy().astype(self.gym_action_space.dtype, copy=False)
 
     def step(self, actions: torch.Tensor) -> StepResult:
-        actions = actions.cpu().numpy().astype(self.gym_action_space.dtype, copy=False)
-        obs, reward, terminated, truncated, info = self.envs.step(actions)
-        leaves = gym_leaves(obs, self.gym_obs_space, self.obs_prefix)
-        mask = self._info_mask(info)
-        final = {path: np.array(array, copy=True) for path, array in leaves.items()}
-        final_mask = None if mask is None else np.array(mask, copy=True)
-        if "_final_obs" in info:  # episodes that ended in this step: their last observation (and mask)
-            final_info = info.get("final_info", {})
-            for i in np.flatnonzero(info["_final_obs"]):
-                for path, value in gym_leaves(info["final_obs"][i], self.gym_obs_space, self.obs_prefix).items():
-                    final[path][i] = value
-                if final_mask is not None and ACTION_MASK in final_info:
-                    final_mask[i] = final_info[ACTION_MASK][i]
-        truncated = np.asarray(truncated) & ~np.asarray(terminated)  # never both, as StepResult promises
-        return StepResult(self._obs(leaves, mask), self._to_device(reward, torch.float32),
-                          self._to_device(terminated, torch.bool), self._to_device(truncated, torch.bool),
-                          self._obs(final, final_mask))
+        if self.pool is None:
+            return self._result(self.host.step(self._host_actions(actions)))
+        for part, copies in enumerate(self.pool.part_copies):
+            self.step_async(part, actions[copies.start:copies.stop])
+        return self._result(concatenate([step for part in range(len(self.pool.parts))
+                                         for step in self.pool.replies(part)]))
+
+    def step_async(self, part: int, actions: torch.Tensor) -> None:
+        """Start the step of the copies of `part` (workers only) with their `actions`, and return at once."""
+        actions = self._host_actions(actions)
+        start = self.pool.part_copies[part].start
+        self.pool.request(part, "step", [actions[g.copies.start - start:g.copies.stop - start]
+                                         for g in self.pool.parts[part]])
+
+    def step_wait(self, part: int) -> StepResult:
+        """The result of the step of `part` started last (`step_async`): its copies' outputs, in copy order."""
+        return self._result(concatenate(self.pool.replies(part)))
+
+    def part(self, index: int) -> HostEnvPart:
+        """Part `index` of the copies in workers, as a VectorEnv of its own (`HostEnvPart`)."""
+        if self.pool is None:
+            raise ValueError(f"{self.name}: its copies step in the trainer's process, in one part; parts need "
+                             f"workers")
+        return HostEnvPart(self, index)
+
+    @property
+    def num_parts(self) -> int:
+        """The parts the copies are laid out in: 1 in-process, else as the workers were started."""
+        return 1 if self.pool is None else len(self.pool.parts)
 
     def close(self) -> None:
-        self.envs.close()
+        if self.pool is not None:
+            self.pool.close()
+        else:
+            self.host.close()
+
+
+class HostEnvPart:
+    """Part `index` of a GymVectorEnv in workers: copies `copies`, as a VectorEnv of their own whose step can be
+    started ahead. `send(actions)` starts it and returns at once; `step(actions)` with the same actions then waits
+    for it (a step not sent ahead is sent first). So a wrapper of the whole env (PreviousAction) wraps a part as
+    it is, and the rollout steps one part while the policy acts on the other."""
+
+    steps_on_host = True
+
+    def __init__(self, env: GymVectorEnv, index: int) -> None:
+        self.env, self.index = env, index
+        self.copies = env.pool.part_copies[index]
+        self.num_envs, self.device = len(self.copies), env.device
+        self.observation_space, self.action_space = env.observation_space, env.action_space
+        self.max_episode_steps = env.max_episode_steps
+        self.sent: torch.Tensor | None = None
+
+    def reset(self) -> Obs:
+        raise RuntimeError(f"{self.env.name}: part {self.index} of its copies cannot reset alone; reset the whole env "
+                           f"(every copy's seed comes from it)")
+
+    def send(self, actions: torch.Tensor) -> None:
+        self.env.step_async(self.index, actions)
+        self.sent = actions
+
+    def step(self, actions: torch.Tensor) -> StepResult:
+        if self.sent is None:
+            self.send(actions)
+        elif self.sent is not actions:
+            raise RuntimeError(f"{self.env.name}: part {self.index} was sent other actions than it is stepped with")
+        self.sent = None
+        return self.env.step_wait(self.index)
