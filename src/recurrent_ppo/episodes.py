@@ -37,6 +37,11 @@ class EpisodeTracker:
         self.running_return.masked_fill_(done, 0.0)
         self.running_length.masked_fill_(done, 0)
 
+    def abandon_running(self) -> None:
+        """Forget the episodes running now (their envs start afresh): they are never counted."""
+        self.running_return.zero_()
+        self.running_length.zero_()
+
     def summary(self, combine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
         """Mean return and length of the last `window` finished episodes (NaN before any); one host read.
 

@@ -241,11 +241,16 @@ class RolloutCollector:
     @torch.inference_mode()
     def restart(self) -> None:
         """Start fresh episodes: reset the env, zero the recurrent state, mark every env as starting. The reset
-        observations are normalized and update the statistics, as a first reset does."""
+        observations are normalized and update the statistics, as a first reset does. The episodes that were
+        running are abandoned: their partial returns count neither toward the episode statistics nor toward the
+        reward normalizer's running returns."""
         carry_over((*spaces.obs_tensors(self.obs), *self.hidden),
                    (*spaces.obs_tensors(self._normalized(self.env.reset())),
                     *self.policy.initial_hidden(self.env.num_envs)))
         self.episode_starts.fill_(True)
+        self.episodes.abandon_running()
+        if self.reward_norm is not None:
+            self.reward_norm.returns.zero_()
 
     def advance(self) -> None:
         """One step of all envs, written to the buffer at its next position; call under inference mode."""

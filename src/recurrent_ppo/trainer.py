@@ -229,11 +229,6 @@ class Trainer:
         if collector.env.steps_on_host or not exact:
             torch.manual_seed(reseed)
             collector.restart()  # fresh episodes from the reseeded generator
-            # The episodes that were running are gone: their partial returns must not count toward the new ones.
-            self.episodes.running_return.zero_()
-            self.episodes.running_length.zero_()
-            if collector.reward_norm is not None:
-                collector.reward_norm.returns.zero_()
         if exact:
             set_rng_state(state["rng"], self.device)
         self.resumed_exactly = exact and not collector.env.steps_on_host
