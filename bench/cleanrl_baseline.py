@@ -148,7 +148,7 @@ class CleanRLPPO:
         next_obs, next_done, next_lstm_state = self.next_obs, self.next_done, self.next_lstm_state
         initial_lstm_state = (next_lstm_state[0].clone(), next_lstm_state[1].clone())
         if cfg.anneal_lr:
-            frac = 1.0 - iteration / cfg.num_iterations
+            frac = 1.0 - iteration / (cfg.total_steps // cfg.batch_size)
             self.optimizer.param_groups[0]["lr"] = frac * cfg.learning_rate
         no_done = torch.zeros(cfg.num_envs, device=device)
 

@@ -47,8 +47,7 @@ def worker(args: argparse.Namespace) -> None:
     buffer = RolloutBuffer.for_policy(policy, args.num_envs, args.num_steps, device)
     collector = RolloutCollector(policy, env, buffer, EpisodeTracker(args.num_envs, device))
     buffer.compute_advantages(collector.collect(), 0.99, 0.95)
-    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), clip_coef=0.2, vf_coef=0.5, ent_coef=0.01,
-                         max_grad_norm=0.5, compile_mode="default", compile_backend=args.backend)
+    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), compile_mode="default", compile_backend=args.backend)
     batch = next(buffer.get_batched_sequences(args.seq_len, args.num_minibatches))
 
     def call() -> float:

@@ -63,13 +63,13 @@ def test_flags_of_every_type_parse():
 def test_unknown_preset_and_bad_choices_are_usage_errors(capsys):
     assert main(["train", "--preset", "pong"]) == 2
     assert "pong" in capsys.readouterr().err
-    assert main(["train", "--matmul-precision", "tf32"]) == 2
-    assert "invalid choice 'tf32'" in capsys.readouterr().err
+    assert main(["train", "--precision", "fp16"]) == 2
+    assert "invalid choice 'fp16'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--num-steps", "100", "--seq-len", "16"], "num_steps=100 is not divisible by seq_len=16"),
-    (["--num-minibatches", "3"], "num_minibatches=3 does not divide the 256 sequences"),
+    (["--num-steps", "100", "--seq-len", "16"], "seq_len=16 must divide num_steps=100"),
+    (["--num-minibatches", "3"], "num_minibatches=3 must divide the 256 sequences"),
     (["--env", "pong"], "env='pong' is unknown"),
     (["--total-steps", "10"], "less than one rollout"),
     (["--gamma", "1.5"], "gamma=1.5 must lie in [0, 1]"),

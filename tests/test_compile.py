@@ -13,13 +13,13 @@ from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.envs import CartPole
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.models import RecurrentPolicy
-from recurrent_ppo.ppo import PPOUpdater, ppo_loss
+from recurrent_ppo.ppo import PPOSettings, PPOUpdater, ppo_loss
 from recurrent_ppo.rollout import Evaluator, RolloutCollector
 from recurrent_ppo.spaces import Box, Discrete
 from recurrent_ppo.trainer import Trainer
 from tests.helpers import assert_close
 
-LOSS = dict(clip_coef=0.2, vf_coef=0.5, ent_coef=0.01)
+LOSS = PPOSettings().loss_terms()
 
 
 pytestmark = pytest.mark.usefixtures("fresh_dynamo")
@@ -70,7 +70,7 @@ def test_evaluate_actions_and_ppo_loss_have_no_graph_breaks():
         return ppo_loss(out, batch, **LOSS).loss
 
     explain(loss, batch)
-    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), max_grad_norm=0.5, **LOSS)
+    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()))
     explain(updater._loss, batch)
 
 
@@ -127,8 +127,8 @@ def test_callers_hold_compiled_callables_that_run_the_compiled_graph():
             assert len(graph_runs) == before + 2, "each call must run the compiled graph"
     buffer.pos = buffer.num_steps
     buffer.compute_advantages(torch.zeros(3), 0.99, 0.95)
-    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), max_grad_norm=0.5, compile_mode="default",
-                         compile_backend=counting_backend, **LOSS)
+    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), compile_mode="default",
+                         compile_backend=counting_backend)
     before = len(graph_runs)
     updater.step(next(buffer.get_batched_sequences(4, 1)))
     assert len(graph_runs) == before + 1

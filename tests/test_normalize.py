@@ -17,7 +17,7 @@ from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.models import RecurrentPolicy
 from recurrent_ppo.normalize import BoxNormalizer, RewardNormalizer, RunningMeanStd, normalized_leaves
 from recurrent_ppo.rollout import Evaluator, RolloutCollector
-from recurrent_ppo.snapshot import save_tensors
+from recurrent_ppo.snapshot import load_tensors, save_tensors
 from recurrent_ppo.spaces import Box, Dict, Discrete, MultiBinary, Tuple, with_action_mask
 from recurrent_ppo.trainer import Trainer
 from tests.helpers import RandomEnv, assert_close
@@ -274,18 +274,18 @@ def test_box_normalizer_standardizes_and_clips():
     assert out.abs().max() <= 3.0
     assert_close(norm.stats.mean.float(), torch.tensor([10.0, -1.0]), "mean", atol=0.2, rtol=0)
     assert_close(norm.stats.var.sqrt().float(), torch.tensor([5.0, 0.1]), "std", atol=0.2, rtol=0.05)
-    frozen = norm.state_dict()
+    frozen = save_tensors(norm)
     assert_close(norm(torch.ones(1, 2), update=False), norm(torch.ones(1, 2), update=False), "no update")
-    assert all(torch.equal(frozen[k], v) for k, v in norm.state_dict().items()), "update=False keeps the statistics"
+    assert all(torch.equal(frozen[k], v) for k, v in save_tensors(norm).items()), "update=False keeps the statistics"
 
 
 def test_state_round_trips():
     first = RewardNormalizer(3, 0.99, "cpu")
     first(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([False, True, False]), torch.zeros(3, dtype=torch.bool))
     second = RewardNormalizer(3, 0.99, "cpu")
-    second.load_state_dict(first.state_dict())
-    for key, value in first.state_dict().items():
-        assert torch.equal(second.state_dict()[key], value), key
+    load_tensors(second, save_tensors(first), "reward normalizer")
+    for key, value in save_tensors(first).items():
+        assert torch.equal(save_tensors(second)[key], value), key
 
 
 def test_the_reward_normalizer_compiles_without_graph_breaks():
@@ -295,5 +295,5 @@ def test_the_reward_normalizer_compiles_without_graph_breaks():
         reward, terminated = torch.randn(4), torch.rand(4) < 0.3
         truncated = ~terminated & (torch.rand(4) < 0.2)
         assert_close(step(reward, terminated, truncated), eager_norm(reward, terminated, truncated), "scaled reward")
-    for key, value in eager_norm.state_dict().items():
-        assert_close(compiled_norm.state_dict()[key], value, key)
+    for key, value in save_tensors(eager_norm).items():
+        assert_close(save_tensors(compiled_norm)[key], value, key)

@@ -72,7 +72,7 @@ def test_several_active_steps_are_all_counted(tmp_path, capsys):
     (["--active", "0"], "active=0 must be >= 1"),
     (["--wait", "-1"], "wait=-1 must be >= 0"),
     (["--active", "3"], "needs total_steps >= 320 (5 x num_envs * num_steps = 64); got total_steps=256"),
-    (["--seq-len", "5"], "num_steps=16 is not divisible by seq_len=5"),
+    (["--seq-len", "5"], "seq_len=5 must divide num_steps=16"),
     (["--top", "0"], "top=0 must be >= 1"),
 ])
 def test_invalid_settings_fail_before_any_work(tmp_path, capsys, flags, message):

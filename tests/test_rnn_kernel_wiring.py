@@ -21,14 +21,13 @@ from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.kernels import rnn_common
 from recurrent_ppo.models import CategoricalHead, RecurrentPolicy, make_core, reset_state
 from recurrent_ppo.models.policy import add_time
-from recurrent_ppo.ppo import PPOUpdater
+from recurrent_ppo.ppo import PPOSettings, PPOUpdater
 from recurrent_ppo.rollout import RolloutCollector
 from recurrent_ppo.spaces import Box, Discrete
 from recurrent_ppo.trainer import Trainer
 from tests.helpers import assert_close
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-LOSS = dict(clip_coef=0.2, vf_coef=0.5, ent_coef=0.01, max_grad_norm=0.5)
 CORES = ["lstm", "gru"]
 
 needs_fused = pytest.mark.skipif(
@@ -183,7 +182,7 @@ def test_compiled_update_holds_the_op_without_breaks_or_recompiles(kind, layers)
     buffer = filled_buffer(policy)
     graphs: dict[str, list] = {}
     updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), compile_mode="default",
-                         compile_backend=recording_backend(graphs), **LOSS)  # fullgraph=True: a break raises
+                         compile_backend=recording_backend(graphs))  # fullgraph=True: a break raises
     updater.update(buffer, seq_len=8, num_minibatches=2, epochs=1)
     with torch._dynamo.config.patch(error_on_recompile=True):
         metrics = updater.update(buffer, seq_len=8, num_minibatches=2, epochs=1)
@@ -201,13 +200,13 @@ def test_compiled_update_under_inductor():
     torch.manual_seed(0)
     policy = policy_of("lstm", hidden=8)
     buffer = filled_buffer(policy)
-    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), compile_mode="default", **LOSS)
+    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), compile_mode="default")
     eager = policy_of("lstm", hidden=8)
     eager.load_state_dict(policy.state_dict())
     batch = next(buffer.get_batched_sequences(8, 2))  # the update's minibatch shape
     loss, _ = updater.loss(batch)
     loss.backward()
-    eager_updater = PPOUpdater(eager, torch.optim.Adam(eager.parameters()), **LOSS)
+    eager_updater = PPOUpdater(eager, torch.optim.Adam(eager.parameters()))
     eager_loss, _ = eager_updater.loss(batch)
     eager_loss.backward()
     assert_close(loss, eager_loss, "inductor loss", rtol=1e-5, atol=1e-6)
@@ -243,8 +242,8 @@ def test_the_inference_mode_contract_holds_with_the_fused_kernel(kind, precision
     buffer = filled_buffer(policy)
     assert not any(part.is_inference() for part in buffer.hidden)
     # 3. Buffer -> compiled loss (the fused op inside) -> backward: finite gradients for every parameter.
-    compiled = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), compile_mode="default",
-                          compile_backend="aot_eager", precision=precision, **LOSS)
+    compiled = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), PPOSettings(bf16=precision == "bf16"),
+                          compile_mode="default", compile_backend="aot_eager")
     batch = next(buffer.get_batched_sequences(8, 1))
     policy.zero_grad()
     loss, _ = compiled.loss(batch)
@@ -254,7 +253,7 @@ def test_the_inference_mode_contract_holds_with_the_fused_kernel(kind, precision
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, f"zero gradient for {name}"
     # 4. initial_hidden() straight to training fails loudly, compiled and eager.
-    eager = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), precision=precision, **LOSS)
+    eager = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), PPOSettings(bf16=precision == "bf16"))
     for updater in (compiled, eager):
         with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
             loss, _ = updater.loss(batch._replace(hidden=policy.initial_hidden(batch.actions.shape[0])))
@@ -294,8 +293,8 @@ def test_bf16_update_compiles_with_an_fp32_loss():
     torch.manual_seed(0)
     policy = policy_of("gru")
     buffer = filled_buffer(policy)
-    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), compile_mode="default",
-                         compile_backend="aot_eager", precision="bf16", **LOSS)  # fullgraph=True: a break raises
+    updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters(), lr=1e-3), PPOSettings(bf16=True),
+                         compile_mode="default", compile_backend="aot_eager")  # fullgraph=True: a break raises
     loss, terms = updater.loss(next(buffer.get_batched_sequences(8, 2)))
     assert loss.dtype == terms.dtype == torch.float32 and torch.isfinite(terms).all()
     with torch._dynamo.config.patch(error_on_recompile=True):
@@ -345,7 +344,7 @@ def test_refresh_stores_the_states_of_the_current_weights(kind, kernel):
         for param in policy.core.parameters():
             param.add_(0.2 * torch.randn_like(param))
     updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), compile_mode="default",
-                         compile_backend="aot_eager", **LOSS)
+                         compile_backend="aot_eager")
     updater.refresh(buffer, seq_len=4)
     starts = list(range(4, 16, 4))
     others = [t for t in range(16) if t not in starts]
@@ -367,7 +366,7 @@ def test_refresh_right_after_the_rollout_keeps_the_stored_states(kind):
     policy = policy_of(kind, layers=2)
     buffer = filled_buffer(policy)
     stored = tuple(part.clone() for part in buffer.hidden)
-    PPOUpdater(policy, torch.optim.Adam(policy.parameters()), **LOSS).refresh(buffer, seq_len=8)
+    PPOUpdater(policy, torch.optim.Adam(policy.parameters())).refresh(buffer, seq_len=8)
     for name, got, want in zip(buffer.hidden_names, buffer.hidden, stored):
         assert_relative(got, want, f"{name} refreshed with the rollout's weights")
 
@@ -417,9 +416,8 @@ def test_fused_is_accepted_where_its_kernels_run():
 
 
 def test_tf32_asks_for_tf32_matmuls():
-    assert TrainConfig(precision="tf32").resolved_matmul_precision() == "high"
-    assert TrainConfig(precision="tf32", matmul_precision="medium").resolved_matmul_precision() == "medium"
-    assert TrainConfig(precision="bf16").resolved_matmul_precision() == "highest"
+    assert TrainConfig(precision="tf32").matmul_precision == "high"
+    assert TrainConfig(precision="fp32").matmul_precision == TrainConfig(precision="bf16").matmul_precision == "highest"
 
 
 def test_the_options_parse_and_show_in_the_help():
@@ -428,7 +426,7 @@ def test_the_options_parse_and_show_in_the_help():
     args, _ = parse(["train", "--no-refresh-hidden"])
     assert (args.config.rnn_kernel, args.config.precision, args.config.refresh_hidden) == ("auto", "fp32", False)
     text = help_text("train")
-    for flag in ("--rnn-kernel {auto,fused,unrolled}", "--precision {fp32,tf32,bf16}", "--refresh-hidden"):
+    for flag in ("--rnn-kernel {auto,unrolled,fused}", "--precision {fp32,tf32,bf16}", "--refresh-hidden"):
         assert flag in text, flag
     assert main(["train", "--precision", "fp16"]) == 2
 

@@ -28,7 +28,6 @@ EVERY_LEAF = Dict((("x", Box((2,))), ("count", Box((2,), 0, 9, "int64")), ("pick
 ENCODERS = {"every-leaf-dict": EVERY_LEAF, "discrete-alone": Discrete(6, start=1),
             "image-alone": Box((3, 6, 6), 0, 255, "uint8"), "box-2d": Box((2, 3))}
 CORES = ["lstm", "gru"]
-LOSS = dict(clip_coef=0.2, vf_coef=0.5, ent_coef=0.01, max_grad_norm=0.5)
 
 
 pytestmark = pytest.mark.usefixtures("fresh_dynamo")
@@ -45,8 +44,7 @@ class Parts:
         compiled = dict(compile_mode=mode, compile_backend=backend)
         self.collector = RolloutCollector(self.policy, self.env, self.buffer, EpisodeTracker(num_envs, CPU),
                                           **compiled)
-        self.updater = PPOUpdater(self.policy, torch.optim.Adam(self.policy.parameters(), lr=1e-3), **LOSS,
-                                  **compiled)
+        self.updater = PPOUpdater(self.policy, torch.optim.Adam(self.policy.parameters(), lr=1e-3), **compiled)
         self.evaluator = Evaluator(self.policy, RandomEnv(num_envs, obs_space, action_space), **compiled)
 
     def iteration(self):

@@ -103,7 +103,7 @@ def test_annealed_learning_rate_reaches_the_optimizer(tmp_path):
 def test_matmul_precision_is_set_for_the_run(tmp_path):
     before = torch.get_float32_matmul_precision()
     try:
-        Trainer(small_config(tmp_path, matmul_precision="high"))
+        Trainer(small_config(tmp_path, precision="tf32"))
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(before)

@@ -9,7 +9,7 @@ import torch
 
 from recurrent_ppo import spaces
 from recurrent_ppo.kernels.gae import gae
-from recurrent_ppo.models.cores import CORES, RecurrentState
+from recurrent_ppo.models.cores import CORES, CoreKind, RecurrentState
 from recurrent_ppo.spaces import ActionSpace, Obs, Space
 
 if TYPE_CHECKING:
@@ -60,13 +60,11 @@ class RolloutBuffer:
         hidden_dim: int,
         device: torch.device | str,
         *,
-        core: str = "lstm",
+        core: CoreKind = "lstm",
     ) -> None:
         if min(num_envs, num_steps, num_layers, hidden_dim) < 1:
             raise ValueError(f"RolloutBuffer sizes must be positive, got {num_envs=}, {num_steps=}, {num_layers=}, "
                              f"{hidden_dim=}")
-        if core not in CORES:
-            raise ValueError(f"core={core!r} is not one of {sorted(CORES)}")
         self.num_envs, self.num_steps = num_envs, num_steps
         self.device = torch.device(device)
         n, t = num_envs, num_steps
@@ -180,14 +178,8 @@ class RolloutBuffer:
         The rollout of each env is cut into `num_steps // seq_len` consecutive sequences; every minibatch holds
         `num_envs * num_steps // seq_len // num_minibatches` of them, so every minibatch has the same shape.
         """
-        if seq_len < 1 or self.num_steps % seq_len:
-            raise ValueError(f"seq_len={seq_len} must divide num_steps={self.num_steps}")
+        check_sequences(self.num_envs, self.num_steps, seq_len, num_minibatches)
         num_seqs = self.num_envs * (self.num_steps // seq_len)
-        if num_minibatches < 1 or num_seqs % num_minibatches:
-            raise ValueError(
-                f"num_minibatches={num_minibatches} must divide the {num_seqs} sequences "
-                f"(num_envs * num_steps / seq_len)"
-            )
 
         def seqs(x: torch.Tensor) -> torch.Tensor:  # [N, T, ...] -> [S, L, ...]
             return x.reshape(num_seqs, seq_len, *x.shape[2:])
@@ -203,6 +195,17 @@ class RolloutBuffer:
         for idx in order.view(num_minibatches, -1):
             hidden = tuple(part[idx].transpose(0, 1).contiguous() for part in state)
             yield SequenceBatch(spaces.map_obs(lambda x: x[idx], obs), *(f[idx] for f in fields), hidden)
+
+
+def check_sequences(num_envs: int, num_steps: int, seq_len: int, num_minibatches: int = 1) -> None:
+    """Raise ValueError unless a rollout of `num_envs` x `num_steps` cuts into whole `seq_len`-step sequences that
+    `num_minibatches` equal minibatches share: the one statement of the rule, which the config checks early."""
+    if seq_len < 1 or num_steps % seq_len:
+        raise ValueError(f"seq_len={seq_len} must divide num_steps={num_steps}")
+    num_seqs = num_envs * (num_steps // seq_len)
+    if num_minibatches < 1 or num_seqs % num_minibatches:
+        raise ValueError(f"num_minibatches={num_minibatches} must divide the {num_seqs} sequences (num_envs * "
+                         f"num_steps / seq_len = {num_envs} * {num_steps} / {seq_len})")
 
 
 def obs_pairs(stored: Obs, step: Obs | None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

@@ -13,6 +13,7 @@ from recurrent_ppo import spaces
 from recurrent_ppo.models.policy import RecurrentPolicy
 from recurrent_ppo.normalize import ObservationNormalizer
 from recurrent_ppo.runfolder import writing
+from recurrent_ppo.runstate import upgrade
 from recurrent_ppo.snapshot import load_tensors
 
 
@@ -51,8 +52,8 @@ class CheckpointError(ValueError):
 def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """The state the trainer saved at `path`: a checkpoint file, or a run folder holding checkpoint.pt.
 
-    `state["policy_spec"]` is the policy's `RecurrentPolicy.spec()` (spaces, core, sizes as plain data);
-    a checkpoint of the first format (`policy_args`: obs_dim, num_actions) is read as its spec."""
+    `state["policy_spec"]` is the policy's `RecurrentPolicy.spec()` (spaces, core, sizes as plain data); a
+    checkpoint of an earlier format is read in the current one (`runstate.upgrade`)."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
@@ -68,36 +69,11 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a recurrent-ppo checkpoint: it holds a {type(state).__name__}, "
                               f"not the trainer's dict")
-    if "policy_args" in state and "policy_spec" not in state:
-        state = policy_args_as_spec(state)
+    state = upgrade(state)
     missing = {"policy", "policy_spec", "config"} - set(state)
     if missing:
         raise CheckpointError(f"{path} is not a recurrent-ppo checkpoint: it lacks {sorted(missing)}")
     return state
-
-
-POLICY_ARGS_NAMES = {"actor.": "head.linear.", "lstm.": "core."}
-"""Parameter prefixes of first-format checkpoints (`policy_args`), and what they are called now."""
-
-
-def policy_args_as_spec(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint of the first format in the current form. That format held one kind of policy, an LSTM over flat
-    Box observations with Discrete actions, described by `policy_args` (obs_dim, num_actions, hidden_dim,
-    num_layers) with parameters under actor.* and lstm.*: here its policy_args become a policy spec and its
-    parameters take the current names."""
-    args = state["policy_args"]
-    spec = {"obs_space": spaces.to_data(spaces.Box((args["obs_dim"],))),
-            "action_space": spaces.to_data(spaces.Discrete(args["num_actions"])),
-            "hidden_dim": args["hidden_dim"], "num_layers": args["num_layers"], "core": "lstm"}
-
-    def renamed(key: str) -> str:
-        for old, new in POLICY_ARGS_NAMES.items():
-            if key.startswith(old):
-                return new + key[len(old):]
-        return key
-
-    policy = {renamed(key): value for key, value in state["policy"].items()}
-    return {**state, "policy": policy, "policy_spec": spec}
 
 
 def load_policy(path: str | Path, device: torch.device | str = "cpu") -> RecurrentPolicy:

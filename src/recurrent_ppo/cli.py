@@ -23,6 +23,7 @@ import tyro
 
 from recurrent_ppo.config import FAMILY_PRESETS, PRESETS, TrainConfig, config_from_dict
 from recurrent_ppo.runfolder import RunFolderInUse, RunFolderWriteError
+from recurrent_ppo.runstate import RESUMABLE, resumable_flags
 
 TRAINER_KEYS = ("resolved_device", "resolved_compile_mode", "resolved_rnn_kernel", "resolved_env_workers",
                 "world_size")
@@ -32,10 +33,6 @@ PresetName = Literal[tuple(sorted(PRESETS))]  # type: ignore[valid-type]
 Config = Annotated[TrainConfig, tyro.conf.arg(name=""), tyro.conf.OmitArgPrefixes]
 """A TrainConfig whose fields become top-level flags of the subcommand."""
 
-# What a resumed run may change: how long it runs and how, never what it trains (env, sizes, PPO settings).
-RESUMABLE = ("total_steps", "checkpoint_every", "eval_episodes", "progress", "device", "compile_mode",
-             "compile_backend", "matmul_precision", "rnn_kernel", "precision", "log_every", "eval_every",
-             "time_budget", "check_env_outputs", "rollout_graph", "env_workers", "env_overlap")
 
 
 @dataclass
@@ -45,11 +42,9 @@ class Train:
     config: Config
     preset: Annotated[PresetName | None, tyro.conf.arg(metavar="NAME")] = None  # type: ignore[valid-type]
     """Start from a named configuration; flags given beside it override it."""
-    resume: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR")] = None
-    """Continue the run in this folder from its checkpoint, with its configuration; only --total-steps,
-    --checkpoint-every, --eval-episodes, --progress, --device, --compile-mode, --compile-backend,
-    --matmul-precision, --rnn-kernel, --precision, --log-every, --eval-every, --time-budget,
-    --check-env-outputs, --rollout-graph, --env-workers and --env-overlap may change."""
+    resume: Annotated[str | None, tyro.conf.arg(metavar="RUN_DIR", help=(
+        f"Continue the run in this folder from its checkpoint, with its configuration; only {resumable_flags()} "
+        f"may change."))] = None
     config_file: Annotated[str | None, tyro.conf.arg(name="config", metavar="FILE")] = None
     """Start from the configuration in FILE (a run's config.json); flags given beside it override it."""
     debug: bool = False

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 
 import torch
 import torch.utils._pytree as pytree
 
-COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+"""torch.compile's modes ("default": mode=None), and off: eager."""
+CompileBackend = Literal["inductor", "eager", "aot_eager"]
+"""inductor generates code; eager and aot_eager trace with fullgraph=True without generating code."""
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 F = TypeVar("F", bound=Callable)
 
 

@@ -12,15 +12,19 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_typ
 import torch
 import tyro
 
-from recurrent_ppo.compile import COMPILE_MODES
+from recurrent_ppo.buffer import check_sequences
+from recurrent_ppo.compile import CompileBackend, CompileMode
 from recurrent_ppo.envs import ENV_CHOICES, is_env_name
 from recurrent_ppo.envs.gym_adapter import PREFIX as GYM_PREFIX
-from recurrent_ppo.models.cores import CORES, fused_kernel_error
+from recurrent_ppo.models.cores import CoreKind, RnnKernel, fused_kernel_error
 
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-"""The values torch.set_float32_matmul_precision takes."""
-RNN_KERNEL_CHOICES = ("auto", "fused", "unrolled")
-PRECISIONS = ("fp32", "tf32", "bf16")
+Precision = Literal["fp32", "tf32", "bf16"]
+
+
+AUTO_RNN_KERNEL: dict[str, RnnKernel] = {"cpu": "unrolled", "cuda": "unrolled"}
+"""What `--rnn-kernel auto` runs on each device type: the kernel measured faster there. The fused scans run on CPU
+under the Triton interpreter alone; on CUDA they are unmeasured (bench/gpu_checks.sh rnn measures them), so auto
+stays unrolled until a GPU's figures say otherwise."""
 
 
 @dataclass
@@ -48,7 +52,7 @@ class TrainConfig:
     """Hidden size of the recurrent core (also the encoder width)."""
     num_layers: int = 1
     """Stacked recurrent layers."""
-    core: str = "lstm"
+    core: CoreKind = "lstm"
     """Recurrent core: lstm or gru (both our own, resetting the state at episode starts)."""
     seq_len: int = 16
     """BPTT sequence length; must divide num_steps."""
@@ -89,22 +93,20 @@ class TrainConfig:
     """Global gradient-norm clip."""
     norm_adv: bool = True
     """Normalize advantages per minibatch."""
-    compile_mode: Literal["auto", "off", "default", "reduce-overhead", "max-autotune"] = "auto"
+    compile_mode: Literal["auto", CompileMode] = "auto"
     """torch.compile mode of the rollout step, the update's loss and evaluation: off, default, reduce-overhead
     (adds CUDA graphs on GPU), max-autotune; auto picks per device (see resolved_compile_mode)."""
-    compile_backend: Literal["inductor", "eager", "aot_eager"] = "inductor"
+    compile_backend: CompileBackend = "inductor"
     """torch.compile backend; 'eager' or 'aot_eager' trace with fullgraph=True without generating code."""
-    matmul_precision: Literal["highest", "high", "medium"] = "highest"
-    """torch.set_float32_matmul_precision for the run: highest (fp32 GEMMs), high (TF32 on NVIDIA GPUs), medium."""
-    rnn_kernel: Literal["auto", "fused", "unrolled"] = "auto"
+    rnn_kernel: Literal["auto", RnnKernel] = "auto"
     """How the core runs the update's sequences: fused (each layer's recurrence in one Triton launch, resets
-    inside; needs CUDA), unrolled (one step at a time, the reference), or auto: unrolled until fused is measured on
-    a GPU.
+    inside; needs CUDA), unrolled (one step at a time, the reference), or auto: the one measured faster on the
+    device (AUTO_RNN_KERNEL: unrolled on CPU, and on CUDA until a GPU measures fused faster).
     The rollout's one step is the same cell either way; checkpoints load under either."""
-    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
-    """Arithmetic of the run: fp32; tf32 (fp32 GEMMs on TF32 tensor cores, as --matmul-precision high, and in the
-    fused scans; on CPU it changes nothing); bf16 (the update's forward under bf16 autocast, the loss, gradients
-    and Adam in fp32; the rollout stays fp32)."""
+    precision: Precision = "fp32"
+    """Arithmetic of the run: fp32; tf32 (the process's fp32 GEMMs on TF32 tensor cores, torch's matmul precision
+    'high', and the fused scans' too; on CPU it changes nothing); bf16 (the update's forward under bf16 autocast,
+    the loss, gradients and Adam in fp32; the rollout stays fp32)."""
     refresh_hidden: bool = False
     """Before each epoch after the first, recompute the stored sequence-start states with the current weights
     (one no-grad forward over the rollout), instead of training every epoch from the rollout's stale states."""
@@ -151,10 +153,6 @@ class TrainConfig:
         return self.num_envs * self.num_steps
 
     @property
-    def num_iterations(self) -> int:
-        return self.total_steps // self.batch_size
-
-    @property
     def num_sequences(self) -> int:
         return self.batch_size // self.seq_len
 
@@ -182,26 +180,28 @@ class TrainConfig:
             return self.compile_mode
         return "reduce-overhead" if device.type == "cuda" else "default"
 
-    def resolved_rnn_kernel(self, device: torch.device) -> str:
-        """The core's kernel on `device`: `auto` is unrolled everywhere for now. The fused kernels have been run
-        only under the Triton interpreter; auto takes them on CUDA once bench/rnn_compare.py and
-        bench/iteration_variants.py have measured them there. `fused` where it cannot run raises ValueError
-        saying what to do."""
+    def resolved_rnn_kernel(self, device: torch.device) -> RnnKernel:
+        """The core's kernel on `device`: `auto` is AUTO_RNN_KERNEL's for the device type. `fused` where it cannot
+        run raises ValueError saying what to do."""
         if self.rnn_kernel == "auto":
-            return "unrolled"
+            return AUTO_RNN_KERNEL[device.type]
         if self.rnn_kernel == "fused" and (why := fused_kernel_error(device)) is not None:
             raise ValueError(f"rnn_kernel='fused' cannot run: {why}; use --rnn-kernel unrolled (or auto), or run on "
                              f"CUDA")
         return self.rnn_kernel
 
-    def resolved_matmul_precision(self) -> str:
-        """torch.set_float32_matmul_precision for the run: precision tf32 asks for at least 'high' (TF32)."""
-        if self.precision == "tf32" and self.matmul_precision == "highest":
-            return "high"
-        return self.matmul_precision
+    @property
+    def matmul_precision(self) -> str:
+        """torch.set_float32_matmul_precision for the run: 'high' (TF32) with precision tf32, else 'highest'."""
+        return "high" if self.precision == "tf32" else "highest"
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first invalid setting; returns self."""
+        hints = get_type_hints(TrainConfig, include_extras=False)
+        for field in dataclasses.fields(self):  # a Literal's values, and every type, from the annotations alone
+            value = getattr(self, field.name)
+            if not matches_type(value, hints[field.name]):
+                raise ValueError(f"{field.name}={value!r} must be {type_description(hints[field.name])}")
         if not is_env_name(self.env):
             raise ValueError(f"env={self.env!r} is unknown; choose {ENV_CHOICES}")
         positive = ("num_envs", "num_steps", "total_steps", "hidden_dim", "num_layers", "seq_len",
@@ -209,13 +209,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.num_steps % self.seq_len:
-            raise ValueError(f"num_steps={self.num_steps} is not divisible by seq_len={self.seq_len}")
-        if self.num_sequences % self.num_minibatches:
-            raise ValueError(
-                f"num_minibatches={self.num_minibatches} does not divide the {self.num_sequences} sequences "
-                f"(num_envs * num_steps / seq_len = {self.num_envs} * {self.num_steps} / {self.seq_len})"
-            )
+        check_sequences(self.num_envs, self.num_steps, self.seq_len, self.num_minibatches)
         if self.total_steps < self.batch_size:
             raise ValueError(
                 f"total_steps={self.total_steps} is less than one rollout (num_envs * num_steps = {self.batch_size})"
@@ -231,18 +225,6 @@ class TrainConfig:
         for name in ("ent_coef", "vf_coef", "eval_episodes", "checkpoint_every", "eval_every", "time_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
-        if self.core not in CORES:
-            raise ValueError(f"core={self.core!r} must be one of {sorted(CORES)}")
-        if self.compile_mode not in ("auto", *COMPILE_MODES):
-            raise ValueError(f"compile_mode={self.compile_mode!r} must be auto or one of {COMPILE_MODES}")
-        if self.matmul_precision not in MATMUL_PRECISIONS:
-            raise ValueError(f"matmul_precision={self.matmul_precision!r} must be one of {MATMUL_PRECISIONS}")
-        if self.compile_backend not in ("inductor", "eager", "aot_eager"):
-            raise ValueError(f"compile_backend={self.compile_backend!r} must be inductor, eager or aot_eager")
-        if self.rnn_kernel not in RNN_KERNEL_CHOICES:
-            raise ValueError(f"rnn_kernel={self.rnn_kernel!r} must be one of {RNN_KERNEL_CHOICES}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r} must be one of {PRECISIONS}")
         self._validate_env_workers()
         if self.run_dir and Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
             raise ValueError(f"run_dir={self.run_dir!r} is a file, not a folder: give a folder for the run")
@@ -255,7 +237,7 @@ class TrainConfig:
 
     def _validate_env_workers(self) -> None:
         workers = self.env_workers
-        if workers != "auto" and (type(workers) is not int or workers < 0):
+        if workers != "auto" and workers < 0:
             raise ValueError(f"env_workers={workers!r} must be 0 (in-process), a number of worker processes, or "
                              f"'auto'")
         if workers not in (0, "auto") and not self.env.startswith(GYM_PREFIX):
@@ -273,6 +255,7 @@ def config_from_dict(values: Mapping[str, Any], source: str, *, ignore: Collecti
     a float never an int (an int for a float field is taken as that float). Settings left out keep their defaults;
     keys in `ignore` are skipped. Raises ValueError naming `source` (e.g. `--config run/config.json`), the setting,
     the type it needs and the value that came."""
+    values = current_settings(values)
     hints = get_type_hints(TrainConfig)
     unknown = sorted(set(values) - hints.keys() - set(ignore))
     if unknown:
@@ -286,6 +269,15 @@ def config_from_dict(values: Mapping[str, Any], source: str, *, ignore: Collecti
                              f"{type(value).__name__} {value!r}")
         typed[name] = float(value) if hints[name] is float else value
     return TrainConfig(**typed)
+
+
+def current_settings(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Saved settings (a config.json's, a checkpoint's) in today's names: `matmul_precision` other than "highest"
+    (TF32 matmuls) is `precision="tf32"` now, the one precision setting."""
+    values = dict(values)
+    if values.pop("matmul_precision", "highest") != "highest" and values.get("precision", "fp32") == "fp32":
+        values["precision"] = "tf32"
+    return values
 
 
 def matches_type(value: Any, hint: Any) -> bool:

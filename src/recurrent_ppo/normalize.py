@@ -38,13 +38,6 @@ class RunningMeanStd:
         self.var.copy_(m2 / total)
         self.count.copy_(total)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count.clone()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for name in ("mean", "var", "count"):
-            getattr(self, name).copy_(state[name])
-
 
 class RewardNormalizer:
     """Scales each env's rewards by the running std of its discounted return, as gymnasium's vector
@@ -65,13 +58,6 @@ class RewardNormalizer:
         self.returns.copy_(returns * (~(terminated | truncated)).to(torch.float64))
         return (reward / torch.sqrt(self.stats.var + self.epsilon)).to(reward.dtype)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"returns": self.returns.clone(), **{f"stats.{k}": v for k, v in self.stats.state_dict().items()}}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.returns.copy_(state["returns"])
-        self.stats.load_state_dict({k.removeprefix("stats."): v for k, v in state.items() if k.startswith("stats.")})
-
 
 class BoxNormalizer:
     """`(obs - mean) / sqrt(var + epsilon)`, clipped to +-clip, with the running statistics of every observation
@@ -89,11 +75,6 @@ class BoxNormalizer:
         normalized = (obs - self.stats.mean) / torch.sqrt(self.stats.var + self.epsilon)
         return normalized.clamp(-self.clip, self.clip).to(obs.dtype)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.stats.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.stats.load_state_dict(state)
 
 
 def normalized_leaves(space: spaces.Space) -> list[str]:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from recurrent_ppo import spaces
-from recurrent_ppo.buffer import RolloutBuffer, SequenceBatch
+from recurrent_ppo.buffer import RolloutBuffer, SequenceBatch, check_sequences
 from recurrent_ppo.compile import compile_fn, cuda_graph_step_begin
 from recurrent_ppo.models.cores import RecurrentState, reset_state
 from recurrent_ppo.models.policy import EvaluateOutput, RecurrentPolicy
 from recurrent_ppo.spaces import Obs
+
+if TYPE_CHECKING:
+    from recurrent_ppo.config import TrainConfig
 
 
 class LossTerms(NamedTuple):
@@ -60,6 +65,33 @@ UPDATE_METRICS = (*LossTerms._fields, "grad_norm", "kl_stopped")
 weights because the approx KL had passed target_kl."""
 
 
+@dataclass(frozen=True)
+class PPOSettings:
+    """What an update does with a rollout, beside the schedule (epochs, minibatches, sequence length) it is given."""
+
+    clip_coef: float = 0.2
+    vf_coef: float = 0.5
+    ent_coef: float = 0.01
+    max_grad_norm: float = 0.5
+    clip_vloss: bool = True
+    norm_adv: bool = True
+    target_kl: float | None = None
+    bf16: bool = False
+    """The policy's forward under bf16 autocast; the log-ratios, the loss, the gradients and Adam stay fp32."""
+    refresh_hidden: bool = False
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> PPOSettings:
+        """The settings of a run's configuration (each field the TrainConfig field of its name)."""
+        names = [field.name for field in dataclasses.fields(cls) if field.name != "bf16"]
+        return cls(**{name: getattr(cfg, name) for name in names}, bf16=cfg.precision == "bf16")
+
+    def loss_terms(self) -> dict[str, float | bool]:
+        """`ppo_loss`'s keyword arguments."""
+        return dict(clip_coef=self.clip_coef, vf_coef=self.vf_coef, ent_coef=self.ent_coef,
+                    clip_vloss=self.clip_vloss, norm_adv=self.norm_adv)
+
+
 class PPOUpdater:
     """Epochs x minibatches of PPO over a full RolloutBuffer.
 
@@ -68,53 +100,43 @@ class PPOUpdater:
     compiled graph: `Optimizer.step` graph-breaks by design, and compiling it gained little on CPU
     (docs/measurements.md). Loss terms are summed on the device and read once.
 
-    `precision="bf16"` runs the policy's forward under bf16 autocast; the log-ratios, the loss, the gradients and
-    Adam stay fp32. `refresh_hidden` recomputes the buffer's sequence-start states before every epoch after the
-    first (`refresh`).
+    `settings.refresh_hidden` recomputes the buffer's sequence-start states before every epoch after the first
+    (`refresh`).
     """
 
-    def __init__(self, policy: RecurrentPolicy, optimizer: torch.optim.Optimizer, *, clip_coef: float,
-                 vf_coef: float, ent_coef: float, max_grad_norm: float, clip_vloss: bool = True,
-                 norm_adv: bool = True, target_kl: float | None = None, compile_mode: str = "off",
+    def __init__(self, policy: RecurrentPolicy, optimizer: torch.optim.Optimizer,
+                 settings: PPOSettings = PPOSettings(), *, compile_mode: str = "off",
                  compile_backend: str = "inductor",
-                 grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None, precision: str = "fp32",
-                 refresh_hidden: bool = False) -> None:
-        if precision not in ("fp32", "tf32", "bf16"):
-            raise ValueError(f"precision={precision!r} is not one of fp32, tf32, bf16")
-        self.policy, self.optimizer = policy, optimizer
+                 grad_sync: Callable[[list[torch.nn.Parameter]], None] | None = None) -> None:
+        self.policy, self.optimizer, self.settings = policy, optimizer, settings
         self.grad_sync = grad_sync  # data-parallel: averages the gradients over processes before clipping
-        self.loss_kwargs = dict(clip_coef=clip_coef, vf_coef=vf_coef, ent_coef=ent_coef, clip_vloss=clip_vloss,
-                                norm_adv=norm_adv)
-        self.max_grad_norm = max_grad_norm
         self.params = [p for p in policy.parameters() if p.requires_grad]
         self.device = self.params[0].device
-        self.bf16 = precision == "bf16"  # tf32 lives in the process's matmul precision and on the core
         self.compile_mode = compile_mode
         self.loss = compile_fn(self._loss, compile_mode, compile_backend)
-        self.refresh_hidden = refresh_hidden
         # Compiled per chunk of seq_len steps, not over the whole rollout: the graph is one sequence's forward
         # whatever num_steps, and every chunk of the rollout replays it.
         self._refresh_chunk = compile_fn(self._chunk_state, compile_mode, compile_backend)
         # target_kl: once a minibatch's approx KL passes it, the rest of the update runs with learning rate 0.
         # Decided on the device, so no minibatch waits for the host; those minibatches are still computed, and
         # Adam's moment estimates still see their gradients.
-        self.target_kl = target_kl
+        self.target_kl = settings.target_kl
         self.kl_stopped = torch.zeros((1,), dtype=torch.bool, device=self.params[0].device)
-        if target_kl is not None:
+        if settings.target_kl is not None:
             self.lr = optimizer.param_groups[0]["lr"]
             if not isinstance(self.lr, torch.Tensor) or len(optimizer.param_groups) != 1:
                 raise ValueError("target_kl needs one optimizer param group whose lr is a tensor (updated in place)")
             self.base_lr = self.lr.detach().clone()
 
     def _loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.bf16:
+        if self.settings.bf16:
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
                 out = self.policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
             # The loss in fp32: autocast leaves the value head's output bf16 (the heads' log-probs are fp32 already).
             out = out._replace(log_prob=out.log_prob.float(), value=out.value.float(), entropy=out.entropy.float())
         else:
             out = self.policy.evaluate_actions(batch.obs, batch.hidden, batch.episode_starts, batch.actions)
-        terms = ppo_loss(out, batch, **self.loss_kwargs)
+        terms = ppo_loss(out, batch, **self.settings.loss_terms())
         return terms.loss, torch.stack([t.detach() for t in terms])
 
     def step(self, batch: SequenceBatch) -> torch.Tensor:
@@ -125,7 +147,7 @@ class PPOUpdater:
         loss.backward()
         if self.grad_sync is not None:
             self.grad_sync(self.params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.settings.max_grad_norm, foreach=True)
         if self.target_kl is not None:
             self.kl_stopped |= terms[LossTerms._fields.index("approx_kl")] > self.target_kl
             self.lr.copy_(self.base_lr * (~self.kl_stopped).reshape(()))
@@ -139,7 +161,7 @@ class PPOUpdater:
             self.kl_stopped.zero_()
             self.base_lr.copy_(self.lr)
         for epoch in range(epochs):
-            if self.refresh_hidden and epoch > 0:  # the first epoch's states came from these very weights
+            if self.settings.refresh_hidden and epoch > 0:  # the first epoch's states came from these very weights
                 self.refresh(buffer, seq_len)
             for batch in buffer.get_batched_sequences(seq_len, num_minibatches):
                 totals += self.step(batch)
@@ -156,8 +178,7 @@ class PPOUpdater:
         stays (it came from the previous rollout). Training then starts each sequence from the state these
         weights would reach, not the one the rollout's weights reached. No host sync; in fp32 whatever the
         precision, as the rollout computed the states."""
-        if seq_len < 1 or buffer.num_steps % seq_len:
-            raise ValueError(f"seq_len={seq_len} must divide num_steps={buffer.num_steps}")
+        check_sequences(buffer.num_envs, buffer.num_steps, seq_len)
         for start in range(seq_len, buffer.num_steps, seq_len):
             chunk = slice(start - seq_len, start)
             hidden = tuple(part[:, chunk.start].transpose(0, 1).contiguous() for part in buffer.hidden)

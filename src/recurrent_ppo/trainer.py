@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.profiler import record_function
 
-from recurrent_ppo import distributed
+from recurrent_ppo import distributed, runstate
 from recurrent_ppo.buffer import RolloutBuffer
 from recurrent_ppo.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from recurrent_ppo.config import TrainConfig
@@ -24,11 +24,10 @@ from recurrent_ppo.envs.sources import is_factory
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.finite import check_update
 from recurrent_ppo.models.policy import RecurrentPolicy
-from recurrent_ppo.ppo import PPOUpdater
+from recurrent_ppo.ppo import PPOSettings, PPOUpdater
 from recurrent_ppo.rollout import Evaluator, OverlappedRolloutCollector, RolloutCollector, host_parts
 from recurrent_ppo.runfolder import RunFolderLock, writing
 from recurrent_ppo.runlog import RunLogger
-from recurrent_ppo.snapshot import load_tensors, rng_state, save_tensors, set_rng_state
 from recurrent_ppo.stopping import StopRequested
 from recurrent_ppo.telemetry import GPUTelemetry, cuda_index
 
@@ -114,7 +113,7 @@ class Trainer:
                              f"{self.group.world_size} processes ({cfg.batch_size} steps each)")
         self.compile_mode = cfg.resolved_compile_mode(self.device)
         self.rnn_kernel = cfg.resolved_rnn_kernel(self.device)
-        torch.set_float32_matmul_precision(cfg.resolved_matmul_precision())  # process-wide, as torch has it
+        torch.set_float32_matmul_precision(cfg.matmul_precision)  # process-wide, as torch has it
         torch.manual_seed(cfg.seed + self.group.rank)  # each process its own episodes; weights come from rank 0
         # With workers and overlap, the training env's copies are laid out in two halves (OverlappedRolloutCollector).
         source, env = env, self._build_env(env, parts=2 if cfg.env_overlap else 1)
@@ -141,11 +140,8 @@ class Trainer:
         # An env instance has none: the trainer refused evaluation with it above.
         self.evaluator = None if source is not None and not is_factory(source) else \
             Evaluator(self.policy, self._build_env(source), obs_norm=self.collector.obs_norm, **compile_args)
-        self.updater = PPOUpdater(self.policy, self.optimizer, clip_coef=cfg.clip_coef, vf_coef=cfg.vf_coef,
-                                  ent_coef=cfg.ent_coef, max_grad_norm=cfg.max_grad_norm,
-                                  clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv, target_kl=cfg.target_kl,
-                                  grad_sync=self._average_gradients if self.group.parallel else None,
-                                  precision=cfg.precision, refresh_hidden=cfg.refresh_hidden, **compile_args)
+        self.updater = PPOUpdater(self.policy, self.optimizer, PPOSettings.of(cfg),
+                                  grad_sync=self._average_gradients if self.group.parallel else None, **compile_args)
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
         self.global_step = 0
         self.start_iteration = 0
@@ -191,51 +187,12 @@ class Trainer:
                 made.close()
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Continue the run saved in `state` (`checkpoint.read_checkpoint`).
-
-        A checkpoint holds everything the next iteration reads: weights, optimizer, the torch generators, the
-        device env's state, the rollout's carry (observations, recurrent state, episode starts), the episode
-        statistics, the reward and observation normalizers' statistics, step and iteration counts. From it a
-        single-process run on device envs goes on exactly as the uninterrupted run would (`resumed_exactly`). A
-        host (gymnasium) env cannot be snapshotted, so it is reseeded from the seed and the iteration and starts
-        fresh episodes; data-parallel runs keep rank 0's state only, so every process reseeds the same way."""
-        if state["policy_spec"] != self.policy_spec:
-            raise ValueError(f"the checkpoint's policy {state['policy_spec']} does not match this run's "
-                             f"{self.policy_spec}")
-        self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # loading replaced the lr tensor that annealing updates in place
-            group["lr"] = self.lr
-        self.global_step = state["global_step"]
-        self.start_iteration = state.get("iteration", self.global_step // self.steps_per_iteration)
-        if self.start_iteration >= self.num_iterations:
-            raise ValueError(f"the run already trained {self.global_step:,} of total_steps={self.cfg.total_steps:,}; "
-                             f"give a larger total_steps to continue it")
-        collector = self.collector
-        exact = "rng" in state and not self.group.parallel
-        if collector.reward_norm is not None and "reward_norm" in state:
-            load_tensors(collector.reward_norm, state["reward_norm"], "reward normalizer")
-        if collector.obs_norm is not None:  # before restart(), whose reset observations it normalizes
-            if "obs_norm" not in state:
-                raise ValueError("the run normalizes observations (normalize_obs), but its checkpoint holds no "
-                                 "observation statistics to go on with")
-            load_tensors(collector.obs_norm, state["obs_norm"], "observation normalizer")
-        if exact:
-            load_tensors(self.episodes, state["episodes"], "episode statistics")
-            if not collector.env.steps_on_host:
-                load_tensors(collector.env, state["env"], "env state")
-                load_tensors(collector.carry(), state["carry"], "rollout carry")
-        reseed = self.cfg.seed + self.group.rank + 1_000_003 * self.start_iteration
-        if collector.env.steps_on_host or not exact:
-            torch.manual_seed(reseed)
-            collector.restart()  # fresh episodes from the reseeded generator
-        if exact:
-            set_rng_state(state["rng"], self.device)
-        self.resumed_exactly = exact and not collector.env.steps_on_host
-        self.elapsed = float(state.get("time", 0.0))
-        self.resumed = True
-        self.saved_iteration = self.start_iteration
-        self.fresh_episodes_note = state.get("fresh_episodes")
+        """Continue the run saved in `state` (`checkpoint.read_checkpoint`): `runstate.restore`, which says what a
+        checkpoint holds and when the run goes on exactly."""
+        resumed = runstate.restore(self, state)
+        self.global_step, self.start_iteration, self.elapsed = resumed.global_step, resumed.iteration, resumed.elapsed
+        self.resumed, self.resumed_exactly, self.saved_iteration = True, resumed.exactly, resumed.iteration
+        self.fresh_episodes_note = resumed.fresh_episodes
 
     def resume_note(self) -> str:
         """How the resumed run relates to the uninterrupted one, for the user."""
@@ -455,23 +412,8 @@ class Trainer:
 
     def save(self, iteration: int, elapsed: float = 0.0, *, fresh_episodes: str | None = None) -> Path:
         """Checkpoint the run after `iteration` iterations (`elapsed` seconds of training), atomically, to
-        RUN_DIR/checkpoint.pt: everything the next iteration reads (see `restore`). With `fresh_episodes` (why, in
-        words) it holds weights, optimizer, counts and normalizers only, and resumes with fresh episodes, reseeded:
-        for a state whose env, carry and generators have moved past `iteration`."""
-        collector = self.collector
-        state = {"policy": self.policy.state_dict(), "policy_spec": self.policy_spec,
-                 "optimizer": self.optimizer.state_dict(), "config": dataclasses.asdict(self.cfg),
-                 "global_step": self.global_step, "iteration": iteration, "time": elapsed}
-        if fresh_episodes is None:
-            state.update(rng=rng_state(self.device), episodes=save_tensors(self.episodes))
-        else:
-            state["fresh_episodes"] = fresh_episodes
-        if collector.reward_norm is not None:
-            state["reward_norm"] = save_tensors(collector.reward_norm)
-        if collector.obs_norm is not None:
-            state["obs_norm"] = save_tensors(collector.obs_norm)
-        if not collector.env.steps_on_host and fresh_episodes is None:
-            state.update(env=save_tensors(collector.env), carry=save_tensors(collector.carry()))
-        path = save_checkpoint(self.run_dir / CHECKPOINT_FILE, state)
+        RUN_DIR/checkpoint.pt (`runstate.capture`: with `fresh_episodes`, why in words, a checkpoint that resumes
+        with fresh episodes)."""
+        path = save_checkpoint(self.run_dir / CHECKPOINT_FILE, runstate.capture(self, iteration, elapsed, fresh_episodes))
         self.saved_iteration = iteration
         return path

@@ -17,6 +17,7 @@ reference steps too.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -29,8 +30,11 @@ from recurrent_ppo.kernels.rnn_cells import gru_cell, lstm_cell
 RecurrentState = tuple[torch.Tensor, ...]
 """The state of a core: `(h, c)` (LSTM) or `(h,)` (GRU), each `[num_layers, B, H]`."""
 
-RNN_KERNELS = ("unrolled", "fused")
+CoreKind = Literal["lstm", "gru"]
+"""The recurrent cores (CORES), by name."""
+RnnKernel = Literal["unrolled", "fused"]
 """How a core runs a sequence: the per-step loop, or the fused Triton scan of each layer."""
+RNN_KERNELS: tuple[str, ...] = get_args(RnnKernel)
 
 
 def fused_kernel_error(device: torch.device) -> str | None:
@@ -78,7 +82,7 @@ class RecurrentCore(nn.Module):
         for param in self.parameters():
             nn.init.uniform_(param, -bound, bound)
 
-    def use_kernel(self, kernel: str, *, tf32: bool = False) -> RecurrentCore:
+    def use_kernel(self, kernel: RnnKernel, *, tf32: bool = False) -> RecurrentCore:
         """Run sequences with `kernel` ("unrolled" or "fused"), the fused scans' fp32 GEMMs in TF32 if `tf32`.
         A runtime choice: the parameters and the state dict do not change. Returns self."""
         if kernel not in RNN_KERNELS:
@@ -173,10 +177,11 @@ class GRU(RecurrentCore):
 
 
 CORES: dict[str, type[RecurrentCore]] = {"lstm": LSTM, "gru": GRU}
-"""Recurrent cores by the name `TrainConfig.core` takes."""
+"""Recurrent cores by the name `TrainConfig.core` takes (CoreKind)."""
+assert set(CORES) == set(get_args(CoreKind)), "CORES and CoreKind name the same cores"
 
 
-def make_core(kind: str, input_dim: int, hidden_dim: int, num_layers: int = 1) -> RecurrentCore:
+def make_core(kind: CoreKind, input_dim: int, hidden_dim: int, num_layers: int = 1) -> RecurrentCore:
     if kind not in CORES:
         raise ValueError(f"core={kind!r} is not one of {sorted(CORES)}")
     return CORES[kind](input_dim, hidden_dim, num_layers)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from recurrent_ppo import spaces
-from recurrent_ppo.models.cores import CORES, RecurrentState, make_core
+from recurrent_ppo.models.cores import CoreKind, RecurrentState, make_core
 from recurrent_ppo.models.encoders import make_encoder
 from recurrent_ppo.models.heads import linear_layer, make_head
 from recurrent_ppo.spaces import ACTION_MASK, ActionSpace, Obs, Space
@@ -49,10 +49,8 @@ class RecurrentPolicy(nn.Module):
     """
 
     def __init__(self, obs_space: Space, action_space: ActionSpace, hidden_dim: int = 256, num_layers: int = 1,
-                 core: str = "lstm") -> None:
+                 core: CoreKind = "lstm") -> None:
         super().__init__()
-        if core not in CORES:
-            raise ValueError(f"core={core!r} is not one of {sorted(CORES)}")
         self.obs_space, self.action_space = obs_space, action_space
         self.hidden_dim, self.num_layers, self.core_kind = hidden_dim, num_layers, core
         self.masked = isinstance(obs_space, spaces.Dict) and ACTION_MASK in dict(obs_space.spaces)
