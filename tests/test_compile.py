@@ -14,7 +14,7 @@ from recurrent_ppo.envs import CartPole
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.models import RecurrentPolicy
 from recurrent_ppo.ppo import PPOSettings, PPOUpdater, ppo_loss
-from recurrent_ppo.rollout import Evaluator, RolloutCollector
+from recurrent_ppo.rollout import Evaluator, RolloutCollector, RolloutSettings
 from recurrent_ppo.spaces import Box, Discrete
 from recurrent_ppo.trainer import Trainer
 from tests.helpers import assert_close
@@ -228,7 +228,7 @@ def test_compiled_rollout_fills_the_buffer_as_eager_does():
         env = CartPole(8, stateless=True, max_episode_steps=14)  # terminations and truncations in the rollouts
         buffer = RolloutBuffer.for_policy(policy, 8, 16, "cpu")
         collector = RolloutCollector(policy, env, buffer, EpisodeTracker(8, torch.device("cpu")),
-                                     reward_scale=0.1, compile_mode=mode)
+                                     RolloutSettings(reward_scale=0.1), compile_mode=mode)
         with torch._inductor.config.patch(fallback_random=True):
             collector.collect()
             last_values = collector.collect()

@@ -16,7 +16,7 @@ from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.models import RecurrentPolicy
 from recurrent_ppo.normalize import BoxNormalizer, RewardNormalizer, RunningMeanStd, normalized_leaves
-from recurrent_ppo.rollout import Evaluator, RolloutCollector
+from recurrent_ppo.rollout import Evaluator, RolloutCollector, RolloutSettings
 from recurrent_ppo.snapshot import load_tensors, save_tensors
 from recurrent_ppo.spaces import Box, Dict, Discrete, MultiBinary, Tuple, with_action_mask
 from recurrent_ppo.trainer import Trainer
@@ -64,7 +64,8 @@ class RecordingEnv(RandomEnv):
 def collector_of(env, num_steps=8, **args):
     policy = RecurrentPolicy(SPACE, Discrete(3), hidden_dim=8, num_layers=1)
     buffer = RolloutBuffer.for_policy(policy, env.num_envs, num_steps, CPU)
-    return RolloutCollector(policy, env, buffer, EpisodeTracker(env.num_envs, CPU), normalize_obs=True, **args)
+    return RolloutCollector(policy, env, buffer, EpisodeTracker(env.num_envs, CPU),
+                            RolloutSettings(normalize_obs=True), **args)
 
 
 def test_only_float_box_leaves_are_normalized():
@@ -193,7 +194,7 @@ def test_an_observation_space_without_a_float_box_is_refused(tmp_path, capsys):
     policy = RecurrentPolicy(space, Discrete(3), hidden_dim=8, num_layers=1)
     with pytest.raises(ValueError, match="has none; turn normalize_obs off for this env"):
         RolloutCollector(policy, RandomEnv(2, space, Discrete(3)), RolloutBuffer.for_policy(policy, 2, 4, CPU),
-                         EpisodeTracker(2, CPU), normalize_obs=True)
+                         EpisodeTracker(2, CPU), RolloutSettings(normalize_obs=True))
     assert main(["train", "--env", "popgym/RepeatPreviousEasy", "--no-previous-action", "--normalize-obs", "--device", "cpu",
                  "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err

@@ -9,21 +9,22 @@ from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.envs import make_env
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.models.policy import RecurrentPolicy
-from recurrent_ppo.rollout import RolloutCollector
+from recurrent_ppo.rollout import RolloutCollector, RolloutSettings
 from recurrent_ppo.trainer import Trainer
 
 
 def collector_on(device: str, env_name: str = "stateless-cartpole", num_envs: int = 8, num_steps: int = 16,
-                 **kwargs) -> RolloutCollector:
+                 compile_mode: str = "default") -> RolloutCollector:
     env = make_env(env_name, num_envs, torch.device(device))
     policy = RecurrentPolicy(env.observation_space, env.action_space, hidden_dim=16).to(device)
     buffer = RolloutBuffer.for_policy(policy, num_envs, num_steps, torch.device(device))
-    return RolloutCollector(policy, env, buffer, EpisodeTracker(num_envs, torch.device(device)), **kwargs)
+    return RolloutCollector(policy, env, buffer, EpisodeTracker(num_envs, torch.device(device)),
+                            RolloutSettings(rollout_graph=True), compile_mode=compile_mode)
 
 
 def test_refused_off_cuda():
     with pytest.raises(ValueError, match="rollout_graph .* needs a CUDA device, not cpu"):
-        collector_on("cpu", compile_mode="default", rollout_graph=True)
+        collector_on("cpu")
 
 
 def test_refused_by_the_config_off_cuda(tmp_path):
@@ -36,16 +37,16 @@ def test_refused_by_the_config_off_cuda(tmp_path):
 def test_refused_for_host_envs_and_eager_steps():
     pytest.importorskip("gymnasium")
     with pytest.raises(ValueError, match="steps on the host"):
-        collector_on("cuda", "gym:CartPole-v1", compile_mode="default", rollout_graph=True)
+        collector_on("cuda", "gym:CartPole-v1")
     with pytest.raises(ValueError, match="compile mode other than off"):
-        collector_on("cuda", compile_mode="off", rollout_graph=True)
+        collector_on("cuda", compile_mode="off")
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("env_name", ["stateless-cartpole", "masked-choice", "stateless-pendulum"])
 def test_replayed_rollouts_record_what_the_policy_did(env_name):
     torch.manual_seed(0)
-    collector = collector_on("cuda", env_name, compile_mode="default", rollout_graph=True)
+    collector = collector_on("cuda", env_name)
     buffer, policy = collector.buffer, collector.policy
     seen = []
     for rollout in range(4):

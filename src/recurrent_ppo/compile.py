@@ -49,16 +49,15 @@ def refuse_inference_inputs(fn: Callable, inputs: object) -> None:
                            f"rollout buffer holds them")
 
 
-def compile_step(owner: object, step: str, parts: tuple[str, ...], host_env: bool, mode: str,
-                 backend: str | Callable = "inductor") -> Callable:
-    """The compiled form of `owner.<step>`, a step that calls an env's `step` between its `parts` (methods of
-    `owner`). A device env is traced through: the whole step is one graph. A host env (numpy, Python) cannot
-    be, so each part is compiled in its place on `owner` and the step itself runs eagerly around the env."""
+def compile_parts(step: Callable, parts: tuple[Callable, ...], host_env: bool, mode: str,
+                  backend: str | Callable = "inductor") -> tuple[Callable, tuple[Callable, ...]]:
+    """The callables to run for `step`, a step that calls an env's `step` between its `parts`, and for the parts
+    it calls: through a device env the whole step is compiled, one graph, and the parts are traced inside it; a
+    host env (numpy, Python) cannot be traced, so each part is compiled and the step runs eagerly around the env.
+    The step must call its parts through what this returns for them."""
     if not host_env:
-        return compile_fn(getattr(owner, step), mode, backend)
-    for name in parts:
-        setattr(owner, name, compile_fn(getattr(owner, name), mode, backend))
-    return getattr(owner, step)
+        return compile_fn(step, mode, backend), parts
+    return step, tuple(compile_fn(part, mode, backend) for part in parts)
 
 
 def uses_cuda_graphs(mode: str, device: torch.device) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
 from recurrent_ppo import spaces
 from recurrent_ppo.buffer import RolloutBuffer
-from recurrent_ppo.compile import compile_fn, compile_step, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs
+from recurrent_ppo.compile import compile_fn, compile_parts, cuda_graph_step_begin, mark_static_state, uses_cuda_graphs
 from recurrent_ppo.envs import GymVectorEnv, PreviousAction, StepResult, VectorEnv
 from recurrent_ppo.envs.gym_adapter import HostEnvPart
 from recurrent_ppo.episodes import EpisodeTracker
@@ -17,6 +18,9 @@ from recurrent_ppo.normalize import ObservationNormalizer, RewardNormalizer
 from recurrent_ppo.models.cores import RecurrentState, reset_state
 from recurrent_ppo.models.policy import ActionOutput, RecurrentPolicy
 from recurrent_ppo.spaces import Obs
+
+if TYPE_CHECKING:
+    from recurrent_ppo.config import TrainConfig
 
 
 def carry_over(carry: tuple[torch.Tensor, ...], new: tuple[torch.Tensor, ...]) -> None:
@@ -40,7 +44,8 @@ def mask_error(policy: RecurrentPolicy) -> RuntimeError:
 
 
 def check_rollout_graph(env: VectorEnv, compile_mode: str) -> None:
-    """Raise ValueError unless the whole rollout can be one CUDA graph: a CUDA device env, compiled steps."""
+    """Raise ValueError unless the whole rollout can be one CUDA graph: a CUDA device env, steps compiled without
+    CUDA graphs of their own (the whole rollout is captured in one, replayed once per rollout)."""
     if env.device.type != "cuda":
         raise ValueError(f"rollout_graph captures the rollout in a CUDA graph and needs a CUDA device, not "
                          f"{env.device}; leave it off on this device")
@@ -49,6 +54,26 @@ def check_rollout_graph(env: VectorEnv, compile_mode: str) -> None:
                          f"host, which a CUDA graph cannot replay; leave it off for this env")
     if compile_mode == "off":
         raise ValueError("rollout_graph captures the compiled steps; it needs a compile mode other than off")
+    if uses_cuda_graphs(compile_mode, env.device):
+        raise ValueError(f"rollout_graph captures the steps in one CUDA graph of its own; compile them without "
+                         f"CUDA graphs (mode default, not {compile_mode})")
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    """What a rollout does with the env's outputs beside storing them, and how it runs."""
+
+    reward_scale: float = 1.0
+    normalize_rewards: float | None = None
+    """The discount whose return's std scales the rewards (RewardNormalizer), or None: rewards as they come."""
+    normalize_obs: bool = False
+    check_env_outputs: bool = True
+    rollout_graph: bool = False
+
+    @classmethod
+    def of(cls, cfg: TrainConfig) -> RolloutSettings:
+        return cls(cfg.reward_scale, cfg.gamma if cfg.normalize_rewards else None, cfg.normalize_obs,
+                   cfg.check_env_outputs, cfg.rollout_graph)
 
 
 class RolloutCollector:
@@ -64,27 +89,22 @@ class RolloutCollector:
     """
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
-                 *, reward_scale: float = 1.0, normalize_rewards: float | None = None, normalize_obs: bool = False,
-                 check_env_outputs: bool = True, compile_mode: str = "off", compile_backend: str = "inductor",
-                 rollout_graph: bool = False) -> None:
+                 settings: RolloutSettings = RolloutSettings(), *, compile_mode: str = "off",
+                 compile_backend: str = "inductor") -> None:
         self.policy, self.env, self.buffer, self.episodes = policy, env, buffer, episodes
-        self.reward_scale = reward_scale
-        # normalize_rewards: the discount whose return's std scales the rewards (RewardNormalizer), or None.
-        self.reward_norm = (None if normalize_rewards is None
-                            else RewardNormalizer(env.num_envs, normalize_rewards, env.device))
+        self.reward_scale = settings.reward_scale
+        self.reward_norm = (None if settings.normalize_rewards is None
+                            else RewardNormalizer(env.num_envs, settings.normalize_rewards, env.device))
         # Observations are normalized as the env hands them over, before the policy reads them and the buffer
         # stores them, as gymnasium's NormalizeObservation wraps an env: the policy acts on, the buffer trains on
         # and the truncation bootstrap values the same normalized observations, and the carry holds them.
-        self.obs_norm = ObservationNormalizer(env.observation_space, env.device) if normalize_obs else None
+        self.obs_norm = ObservationNormalizer(env.observation_space, env.device) if settings.normalize_obs else None
         self.device = env.device
         check_env_matches(policy, env)
-        if rollout_graph:
+        if settings.rollout_graph:
             check_rollout_graph(env, compile_mode)
-            # The steps are compiled without CUDA graphs of their own: the whole rollout is captured in one
-            # (`capture_rollout`), replayed once per rollout instead of one replay per step.
-            compile_mode = "default"
         self.compile_mode = compile_mode
-        self.capture_after_first = rollout_graph
+        self.capture_after_first = settings.rollout_graph
         self.rollout_graph: torch.cuda.CUDAGraph | None = None
         # What one step hands the next (obs, recurrent state, episode starts) lives in these tensors, overwritten
         # in place after every step. Under CUDA graphs a step's outputs are overwritten by the next replay, so they
@@ -110,19 +130,20 @@ class RolloutCollector:
                              if spaces.storage(leaf)[1].is_floating_point]
         paths = list(spaces.leaves(env.observation_space))
         fields = ("reward", *(f"observation {paths[i]}".rstrip() for i in self.float_leaves))
-        self.watch = EnvOutputWatch(fields, self.device) if check_env_outputs else None
+        self.watch = EnvOutputWatch(fields, self.device) if settings.check_env_outputs else None
         if uses_cuda_graphs(compile_mode, self.device):
             mark_static_state(env, episodes, buffer, self)
-        self.step = compile_step(self, "_step", ("_act", "_record"), env.steps_on_host, compile_mode, compile_backend)
+        self.step, (self.act, self.record) = compile_parts(self._step, (self._act, self._record), env.steps_on_host,
+                                                           compile_mode, compile_backend)
         self.last_value = compile_fn(policy.get_value, compile_mode, compile_backend)
 
     def _step(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor):
         """Policy step, env step, truncation bootstrap, episode bookkeeping, the buffer write and the carry for all
         envs. Through a device env, everything a rollout step does runs on the device: compiled it is one graph
         (one CUDA-graph replay) with nothing left for the host to launch."""
-        hidden_in, act, env_action = self._act(obs, hidden, episode_starts)
+        hidden_in, act, env_action = self.act(obs, hidden, episode_starts)
         result = self.env.step(env_action)
-        self._record(obs, hidden, episode_starts, hidden_in, act, result)
+        self.record(obs, hidden, episode_starts, hidden_in, act, result)
 
     def _act(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor):
         hidden_in = reset_state(hidden, episode_starts)  # the buffer stores the state fed into the step
@@ -315,13 +336,13 @@ class OverlappedRolloutCollector(RolloutCollector):
     """
 
     def __init__(self, policy: RecurrentPolicy, env: VectorEnv, buffer: RolloutBuffer, episodes: EpisodeTracker,
-                 **kwargs) -> None:
+                 settings: RolloutSettings = RolloutSettings(), **kwargs) -> None:
         parts = host_parts(env)
         if parts is None:
             raise ValueError(f"overlapping the rollout needs a gymnasium env whose copies step in workers in two "
                              f"parts (env_workers > 0, env_overlap on, 2 or more envs); {type(env).__name__} is not "
                              f"one")
-        super().__init__(policy, env, buffer, episodes, **kwargs)
+        super().__init__(policy, env, buffer, episodes, settings, **kwargs)
         self.parts = parts
         self.spans = [slice(part.copies.start, part.copies.stop) for part, _ in parts]
         self.sent: list[torch.Tensor | None] = [None] * len(parts)  # each part's actions in flight
@@ -360,7 +381,7 @@ class OverlappedRolloutCollector(RolloutCollector):
         """The policy on part `index`'s rows of step t's inputs; its outputs kept for the record, its actions sent."""
         span, inputs = self.spans[index], self.inputs[t % 2]
         cuda_graph_step_begin(self.compile_mode, self.device)
-        hidden_in, act, env_action = self._act(rows(inputs.obs, span), tuple(h[:, span] for h in inputs.hidden),
+        hidden_in, act, env_action = self.act(rows(inputs.obs, span), tuple(h[:, span] for h in inputs.hidden),
                                                inputs.starts[span])
         staged_in, staged = self._staged(t % 2, hidden_in, act)
         for whole, part in ((staged.action, act.action), (staged.log_prob, act.log_prob), (staged.value, act.value)):
@@ -402,7 +423,7 @@ class OverlappedRolloutCollector(RolloutCollector):
         inputs[t % 2], which the next step does not read."""
         inputs, (hidden_in, act) = self.inputs[t % 2], self.staged[t % 2]
         cuda_graph_step_begin(self.compile_mode, self.device)
-        self._record(inputs.obs, inputs.hidden, inputs.starts, hidden_in, act, cat_results(self.results))
+        self.record(inputs.obs, inputs.hidden, inputs.starts, hidden_in, act, cat_results(self.results))
 
 
 class Evaluator:
@@ -427,10 +448,11 @@ class Evaluator:
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
         if uses_cuda_graphs(compile_mode, env.device):
             mark_static_state(env, self)
-        self.step = compile_step(self, "_step", ("_act",), env.steps_on_host, compile_mode, compile_backend)
+        self.step, (self.act,) = compile_parts(self._step, (self._act,), env.steps_on_host, compile_mode,
+                                               compile_backend)
 
     def _step(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor):
-        act, env_action = self._act(obs, hidden, episode_starts)
+        act, env_action = self.act(obs, hidden, episode_starts)
         result = self.env.step(env_action)
         return result.obs, act.hidden, result.terminated | result.truncated, result.reward
 

@@ -25,7 +25,7 @@ from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.finite import check_update
 from recurrent_ppo.models.policy import RecurrentPolicy
 from recurrent_ppo.ppo import PPOSettings, PPOUpdater
-from recurrent_ppo.rollout import Evaluator, OverlappedRolloutCollector, RolloutCollector, host_parts
+from recurrent_ppo.rollout import Evaluator, OverlappedRolloutCollector, RolloutCollector, RolloutSettings, host_parts
 from recurrent_ppo.runfolder import RunFolderLock, writing
 from recurrent_ppo.runlog import RunLogger
 from recurrent_ppo.stopping import StopRequested
@@ -76,6 +76,31 @@ class TrainingFailed(RuntimeError):
         self.iterations = 0
 
 
+@dataclasses.dataclass
+class RunProgress:
+    """What the training loop carries from one iteration to the next."""
+
+    run_log: RunLogger | None  # rank 0's
+    telemetry: GPUTelemetry | None  # rank 0's
+    console: Console
+    stop: StopRequested | None  # the signal handler, when the run handles signals
+    start: float  # perf_counter at the start of this process's training
+    first_step: int  # global_step then
+    offset: float  # seconds of training before this process's
+    record: dict[str, Any] = dataclasses.field(default_factory=dict)  # the last iteration's
+    stopped: str | None = None  # why the loop stops early: a signal's name, "time budget"
+    checkpoint: Path | None = None  # the last checkpoint this process wrote
+
+
+def check_evaluable(cfg: TrainConfig, env: VectorEnv | EnvFactory) -> None:
+    """Raise ValueError where `cfg` asks to evaluate and `env` is an instance, which cannot also be evaluated."""
+    if not is_factory(env) and (cfg.eval_episodes or cfg.eval_every):
+        raise ValueError(f"Trainer(cfg, env=<a {type(env).__name__} instance>): evaluation needs an env of its own "
+                         f"beside the one being trained, which an instance cannot give (eval_episodes="
+                         f"{cfg.eval_episodes}, eval_every={cfg.eval_every}); pass its class or a factory "
+                         f"(num_envs, device) -> VectorEnv instead, or set eval_episodes=0 and eval_every=0")
+
+
 class Trainer:
     """Owns the env, policy, optimizer and buffer of one run; `train()` runs it to the end."""
 
@@ -90,23 +115,10 @@ class Trainer:
         import path where importing gives it back, so `eval` and `--resume` rebuild it; else a `<...>` marker
         with which they ask for the env again."""
         if env is not None:
-            if not is_factory(env) and (cfg.eval_episodes or cfg.eval_every):
-                raise ValueError(f"Trainer(cfg, env=<a {type(env).__name__} instance>): evaluation needs an env of "
-                                 f"its own beside the one being trained, which an instance cannot give "
-                                 f"(eval_episodes={cfg.eval_episodes}, eval_every={cfg.eval_every}); pass its class "
-                                 f"or a factory (num_envs, device) -> VectorEnv instead, or set eval_episodes=0 and "
-                                 f"eval_every=0")
+            check_evaluable(cfg, env)
             cfg = cfg.replace(env=rebuild_name(env))
         self.cfg = cfg.validate()
-        self.device = cfg.resolved_device()
-        # Under torchrun: one process per device, gradients averaged (recurrent_ppo.distributed).
-        self.group = distributed.join(self.device.type)
-        if self.group.parallel and self.device.type == "cuda":
-            if cfg.device not in ("auto", "cuda"):
-                raise ValueError(f"device={cfg.device!r} pins every process to one GPU; under torchrun use "
-                                 f"'auto' or 'cuda', which give process i the device cuda:LOCAL_RANK")
-            self.device = torch.device("cuda", self.group.local_rank)
-            torch.cuda.set_device(self.device)
+        self.device, self.group = self._place()
         self.num_iterations = cfg.total_steps // (cfg.batch_size * self.group.world_size)
         if self.num_iterations < 1:
             raise ValueError(f"total_steps={cfg.total_steps} is less than one rollout of all "
@@ -116,7 +128,35 @@ class Trainer:
         torch.set_float32_matmul_precision(cfg.matmul_precision)  # process-wide, as torch has it
         torch.manual_seed(cfg.seed + self.group.rank)  # each process its own episodes; weights come from rank 0
         # With workers and overlap, the training env's copies are laid out in two halves (OverlappedRolloutCollector).
-        source, env = env, self._build_env(env, parts=2 if cfg.env_overlap else 1)
+        train_env = self._build_env(env, parts=2 if cfg.env_overlap else 1)
+        self._build_learner(train_env)
+        self._assemble(train_env, env)
+        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        self.global_step = 0
+        self.start_iteration = 0
+        self.resumed = False
+        self.resumed_exactly = False
+        self.elapsed = 0.0  # seconds of training before this process's, for a resumed run
+        self.saved_iteration = 0  # the iterations the checkpoint on disk holds (0: none)
+        self.fresh_episodes_note: str | None = None  # why the checkpoint resumed restarts episodes, if it says
+
+    def _place(self) -> tuple[torch.device, distributed.Group]:
+        """This process's device and its data-parallel group (under torchrun: one process per device, gradients
+        averaged; recurrent_ppo.distributed)."""
+        device = self.cfg.resolved_device()
+        group = distributed.join(device.type)
+        if group.parallel and device.type == "cuda":
+            if self.cfg.device not in ("auto", "cuda"):
+                raise ValueError(f"device={self.cfg.device!r} pins every process to one GPU; under torchrun use "
+                                 f"'auto' or 'cuda', which give process i the device cuda:LOCAL_RANK")
+            device = torch.device("cuda", group.local_rank)
+            torch.cuda.set_device(device)
+        return device, group
+
+    def _build_learner(self, env: VectorEnv) -> None:
+        """The policy for `env`'s spaces (rank 0's weights everywhere), its optimizer, the rollout buffer and the
+        episode statistics."""
+        cfg = self.cfg
         self.policy = RecurrentPolicy(env.observation_space, env.action_space, cfg.hidden_dim, cfg.num_layers,
                                       cfg.core).to(self.device)
         self.policy.core.use_kernel(self.rnn_kernel, tf32=cfg.precision == "tf32")  # not in the spec: a runtime choice
@@ -129,27 +169,29 @@ class Trainer:
                                           capturable=self.device.type == "cuda")
         self.buffer = RolloutBuffer.for_policy(self.policy, cfg.num_envs, cfg.num_steps, self.device)
         self.episodes = EpisodeTracker(cfg.num_envs, self.device)
-        compile_args = dict(compile_mode=self.compile_mode, compile_backend=cfg.compile_backend)
+
+    def _assemble(self, env: VectorEnv, source: VectorEnv | EnvFactory | None) -> None:
+        """The rollout collector on `env`, the evaluator and the updater, and what of them runs compiled, all here.
+
+        Compiled (fullgraph=True, in `compile_mode` with `cfg.compile_backend`): the rollout step (one graph through
+        a device env; through a host env, the parts before and after its step), the value of the rollout's last
+        observation, evaluation's step, the update's loss and its refresh of sequence-start states. Modes
+        reduce-overhead and max-autotune add CUDA graphs to each on CUDA. With rollout_graph, the rollout's steps
+        compile without CUDA graphs of their own, and the collector captures the whole rollout in one CUDA graph
+        after the first and replays it once per rollout."""
+        cfg = self.cfg
+        compiled = dict(compile_mode=self.compile_mode, compile_backend=cfg.compile_backend)
+        rollout_compiled = {**compiled, "compile_mode": "default"} if cfg.rollout_graph else compiled
         collector = OverlappedRolloutCollector if host_parts(env) else RolloutCollector
-        self.collector = collector(self.policy, env, self.buffer, self.episodes,
-                                   reward_scale=cfg.reward_scale, check_env_outputs=cfg.check_env_outputs,
-                                   normalize_rewards=cfg.gamma if cfg.normalize_rewards else None,
-                                   normalize_obs=cfg.normalize_obs, rollout_graph=cfg.rollout_graph, **compile_args)
+        self.collector = collector(self.policy, env, self.buffer, self.episodes, RolloutSettings.of(cfg),
+                                   **rollout_compiled)
         # Evaluation envs match the training batch, so compiled steps see the shapes they were traced with.
         # It reads the collector's observation statistics, frozen, as they stand when it runs.
-        # An env instance has none: the trainer refused evaluation with it above.
+        # An env instance has none (check_evaluable refused evaluation with one).
         self.evaluator = None if source is not None and not is_factory(source) else \
-            Evaluator(self.policy, self._build_env(source), obs_norm=self.collector.obs_norm, **compile_args)
+            Evaluator(self.policy, self._build_env(source), obs_norm=self.collector.obs_norm, **compiled)
         self.updater = PPOUpdater(self.policy, self.optimizer, PPOSettings.of(cfg),
-                                  grad_sync=self._average_gradients if self.group.parallel else None, **compile_args)
-        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-        self.global_step = 0
-        self.start_iteration = 0
-        self.resumed = False
-        self.resumed_exactly = False
-        self.elapsed = 0.0  # seconds of training before this process's, for a resumed run
-        self.saved_iteration = 0  # the iterations the checkpoint on disk holds (0: none)
-        self.fresh_episodes_note: str | None = None  # why the checkpoint resumed restarts episodes, if it says
+                                  grad_sync=self._average_gradients if self.group.parallel else None, **compiled)
 
     def _build_env(self, source: VectorEnv | EnvFactory | None, parts: int = 1) -> VectorEnv:
         """The env `cfg.env` names (`source` None), or the one handed to the Trainer. A gymnasium env's copies step
@@ -309,82 +351,103 @@ class Trainer:
             return self._train(handle_signals)
 
     def _train(self, handle_signals: bool) -> dict[str, Any]:
-        """`train()` with the run folder locked."""
-        cfg, main = self.cfg, self.group.is_main
-        if main:
+        """`train()` with the run folder locked: the loop."""
+        if self.group.is_main:
             self.prepare_run_dir()
-        combine = (lambda stats: distributed.all_sum(stats, self.group)) if self.group.parallel else None
-        start, first_step = time.perf_counter(), self.global_step
-        record: dict[str, Any] = {}
-        stopped, checkpoint = None, None
         with contextlib.ExitStack() as stack:
-            resume_after = (self.start_iteration, self.global_step) if self.resumed else None
-            run_log = stack.enter_context(RunLogger(self.run_dir, resume_after=resume_after)) if main else None
-            offset = self.elapsed if self.resumed else 0.0
-            # Telemetry samples on its own thread; the loop only copies its latest reading into each record.
-            telemetry = stack.enter_context(GPUTelemetry(cuda_index(self.device))) if main else None
-            console = stack.enter_context(Console(self.num_iterations, self.steps_per_iteration,
-                                                  enabled=cfg.progress and main, every=cfg.log_every))
-            console.start_at(self.global_step)
-            stop = stack.enter_context(StopRequested()) if handle_signals else None
+            run = self._open_run(stack, handle_signals)
             for iteration in range(self.start_iteration, self.num_iterations):
-                iter_start = time.perf_counter()
-                compiling = iteration == self.start_iteration and self.compile_mode != "off"
-                if compiling:
-                    console.say(f"compiling the rollout step and the update ({self.compile_mode}, "
-                                f"{cfg.compile_backend}) in the first iteration...")
-                try:
-                    metrics = self.train_iteration(iteration)
-                except TrainingFailed as failure:  # in the rollout: the last completed iteration goes to disk
-                    if main:
-                        self._keep_completed(failure, iteration, record.get("time", offset))
-                    raise
-                if compiling:
-                    console.say(f"first iteration, compilation included: {time.perf_counter() - iter_start:.1f} s")
+                run.record = self._iteration(run, iteration)
+                run.stopped = self._should_stop(run.stop, time.perf_counter() - run.start)
                 done = iteration + 1
-                evaluation_failed = None
-                if cfg.eval_every and main and done % cfg.eval_every == 0:
-                    try:
-                        metrics["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
-                    except Exception as error:  # the iteration's training is whole: it is logged and saved first
-                        evaluation_failed = self._evaluation_failed(error, f"after iteration {iteration}")
-                episodes = self.episodes.summary(combine)
-                now = time.perf_counter()
-                record = {"iteration": iteration, "global_step": self.global_step, **episodes,
-                          "sps": self.steps_per_iteration / (now - iter_start),
-                          "sps_overall": (self.global_step - first_step) / (now - start),
-                          "time": offset + now - start, **metrics, **(telemetry.latest() if telemetry else {})}
-                if run_log:
-                    run_log.write(record)
-                console.update(iteration, record)
-                if evaluation_failed is not None:
-                    evaluation_failed.checkpoint, evaluation_failed.iterations = self.save(done, record["time"]), done
-                    raise evaluation_failed
-                stopped = self._should_stop(stop, now - start)
-                periodic = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
-                if main and (periodic or stopped) and done < self.num_iterations:
-                    checkpoint = self.save(done, record["time"])
-                if stopped and done < self.num_iterations:
-                    console.say(f"stopping after iteration {done} of {self.num_iterations}: {stopped}")
+                periodic = self.cfg.checkpoint_every and done % self.cfg.checkpoint_every == 0
+                if self.group.is_main and (periodic or run.stopped) and done < self.num_iterations:
+                    run.checkpoint = self.save(done, run.record["time"])
+                if run.stopped and done < self.num_iterations:
+                    run.console.say(f"stopping after iteration {done} of {self.num_iterations}: {run.stopped}")
                     break
-                stopped = None
+                run.stopped = None  # a stop asked in the last iteration finishes the run as usual
         distributed.check_in_sync(self.policy, self.group)
-        summary = {"global_step": self.global_step, "train_time_s": time.perf_counter() - start,
+        return self._finish(run)
+
+    def _open_run(self, stack: contextlib.ExitStack, handle_signals: bool) -> RunProgress:
+        """The logging, telemetry, progress display and signal handling of the run, entered on `stack`."""
+        main = self.group.is_main
+        resume_after = (self.start_iteration, self.global_step) if self.resumed else None
+        run_log = stack.enter_context(RunLogger(self.run_dir, resume_after=resume_after)) if main else None
+        # Telemetry samples on its own thread; the loop only copies its latest reading into each record.
+        telemetry = stack.enter_context(GPUTelemetry(cuda_index(self.device))) if main else None
+        console = stack.enter_context(Console(self.num_iterations, self.steps_per_iteration,
+                                              enabled=self.cfg.progress and main, every=self.cfg.log_every))
+        console.start_at(self.global_step)
+        stop = stack.enter_context(StopRequested()) if handle_signals else None
+        return RunProgress(run_log, telemetry, console, stop, time.perf_counter(), self.global_step,
+                           self.elapsed if self.resumed else 0.0)
+
+    def _iteration(self, run: RunProgress, iteration: int) -> dict[str, Any]:
+        """Train one iteration, evaluate when due, log it; its record. A failed rollout or evaluation raises
+        TrainingFailed once the last completed iteration is on disk."""
+        iter_start = time.perf_counter()
+        compiling = iteration == self.start_iteration and self.compile_mode != "off"
+        if compiling:
+            run.console.say(f"compiling the rollout step and the update ({self.compile_mode}, "
+                            f"{self.cfg.compile_backend}) in the first iteration...")
+        try:
+            metrics = self.train_iteration(iteration)
+        except TrainingFailed as failure:  # in the rollout: the last completed iteration goes to disk
+            if self.group.is_main:
+                self._keep_completed(failure, iteration, run.record.get("time", run.offset))
+            raise
+        if compiling:
+            run.console.say(f"first iteration, compilation included: {time.perf_counter() - iter_start:.1f} s")
+        evaluation_failed = None
+        if self.cfg.eval_every and self.group.is_main and (iteration + 1) % self.cfg.eval_every == 0:
+            try:
+                metrics["eval_return_mean"] = self.evaluate(self.cfg.eval_episodes)
+            except Exception as error:  # the iteration's training is whole: it is logged and saved first
+                evaluation_failed = self._evaluation_failed(error, f"after iteration {iteration}")
+        record = self._record(run, iteration, iter_start, metrics)
+        if evaluation_failed is not None:
+            evaluation_failed.checkpoint = self.save(iteration + 1, record["time"])
+            evaluation_failed.iterations = iteration + 1
+            raise evaluation_failed
+        return record
+
+    def _record(self, run: RunProgress, iteration: int, iter_start: float, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The iteration's record (counts, episode statistics, speed, time, `metrics`, telemetry), logged."""
+        combine = (lambda stats: distributed.all_sum(stats, self.group)) if self.group.parallel else None
+        episodes = self.episodes.summary(combine)
+        now = time.perf_counter()
+        record = {"iteration": iteration, "global_step": self.global_step, **episodes,
+                  "sps": self.steps_per_iteration / (now - iter_start),
+                  "sps_overall": (self.global_step - run.first_step) / (now - run.start),
+                  "time": run.offset + now - run.start, **metrics,
+                  **(run.telemetry.latest() if run.telemetry else {})}
+        if run.run_log:
+            run.run_log.write(record)
+        run.console.update(iteration, record)
+        return record
+
+    def _finish(self, run: RunProgress) -> dict[str, Any]:
+        """After the loop: raise TrainingStopped for a signal; else (rank 0) the final checkpoint, the final
+        evaluation and summary.json. Returns the summary."""
+        record = run.record
+        summary = {"global_step": self.global_step, "train_time_s": time.perf_counter() - run.start,
                    "episode_return_mean": record.get("episode_return_mean", float("nan")),
                    "sps": record.get("sps_overall", float("nan")), "compile_mode": self.compile_mode,
                    "world_size": self.group.world_size}
-        if stopped is not None and stopped != "time budget":
-            raise TrainingStopped(stopped, stop.exit_code if stop is not None else 1, record["iteration"] + 1,
-                                  checkpoint)
-        if not main:
+        if run.stopped is not None and run.stopped != "time budget":
+            raise TrainingStopped(run.stopped, run.stop.exit_code if run.stop is not None else 1,
+                                  record["iteration"] + 1, run.checkpoint)
+        if not self.group.is_main:
             return summary
-        if stopped is not None:
-            summary.update(stopped=stopped, checkpoint=str(checkpoint))
+        if run.stopped is not None:
+            summary.update(stopped=run.stopped, checkpoint=str(run.checkpoint))
         else:
-            summary["checkpoint"] = str(self.save(self.num_iterations, record.get("time", offset)))
-            if cfg.eval_episodes:
+            summary["checkpoint"] = str(self.save(self.num_iterations, record.get("time", run.offset)))
+            if self.cfg.eval_episodes:
                 try:
-                    summary["eval_return_mean"] = self.evaluate(cfg.eval_episodes)
+                    summary["eval_return_mean"] = self.evaluate(self.cfg.eval_episodes)
                 except Exception as error:
                     failure = self._evaluation_failed(error, "at the end of training")
                     failure.checkpoint, failure.iterations = Path(summary["checkpoint"]), self.num_iterations
