@@ -257,33 +257,40 @@ def resumed_config(base: TrainConfig, given: TrainConfig, resume: str) -> TrainC
     return base.replace(**{name: getattr(given, name) for name in RESUMABLE}, run_dir=resume)
 
 
+def train_config(args: Train, saved: dict | None) -> TrainConfig:
+    """The run's configuration: the flags', or for --resume the saved run's with the RESUMABLE flags applied."""
+    if args.resume is None:
+        return args.config.validate()
+    base = (config_from_file(str(Path(args.resume) / "config.json")) if saved is None  # _defaults: no checkpoint
+            else checkpoint_config(saved, args.resume))
+    return resumed_config(base, args.config, args.resume).validate()
+
+
+def resume_or_start_over(trainer, args: Train, saved: dict | None) -> None:
+    """Load the checkpoint being resumed into `trainer`, or mark a run that wrote none to start over."""
+    if saved is not None:
+        try:
+            trainer.restore(saved)
+        except ValueError as err:
+            raise UsageError(f"cannot resume {args.resume}: {err}") from err
+    elif args.resume is not None:
+        trainer.start_over()
+        if trainer.group.is_main:
+            print(f"{args.resume}: no checkpoint was written (the run stopped before its first), so the run "
+                  f"starts over with its saved configuration, {Path(args.resume) / 'config.json'}", flush=True)
+
+
 def train_command(args: Train, saved: dict | None) -> int:
     from recurrent_ppo import distributed
     from recurrent_ppo.finite import NonFiniteError
     from recurrent_ppo.stopping import Aborted
     from recurrent_ppo.trainer import Trainer, TrainingFailed, TrainingStopped
 
-    starts_over = args.resume is not None and saved is None  # _defaults found a config.json and no checkpoint
-    if args.resume is None:
-        cfg = args.config
-    else:
-        base = (config_from_file(str(Path(args.resume) / "config.json")) if starts_over
-                else checkpoint_config(saved, args.resume))
-        cfg = resumed_config(base, args.config, args.resume)
-    cfg.validate()
+    cfg = train_config(args, saved)
     trainer = None
     try:
         trainer = Trainer(cfg)
-        if saved is not None:
-            try:
-                trainer.restore(saved)
-            except ValueError as err:
-                raise UsageError(f"cannot resume {args.resume}: {err}") from err
-        elif starts_over:
-            trainer.start_over()
-            if trainer.group.is_main:
-                print(f"{args.resume}: no checkpoint was written (the run stopped before its first), so the run "
-                      f"starts over with its saved configuration, {Path(args.resume) / 'config.json'}", flush=True)
+        resume_or_start_over(trainer, args, saved)
         if not trainer.group.is_main:  # data-parallel: rank 0 reports for all processes
             trainer.train(handle_signals=True)
             return 0
@@ -295,40 +302,49 @@ def train_command(args: Train, saved: dict | None) -> int:
         if cfg.env_workers:
             print(workers_line(cfg, trainer), flush=True)
         summary = trainer.train(handle_signals=True)
-    except TrainingStopped as stop:
-        if stop.checkpoint is not None:
-            print(f"recurrent-ppo train: {stop}; resume with: recurrent-ppo train --resume {trainer.run_dir}",
-                  file=sys.stderr)
-        else:
-            print(f"recurrent-ppo train: {stop}", file=sys.stderr)
-        return stop.exit_code
-    except TrainingFailed as failure:  # an env raised or broke its spaces: the last completed iteration is kept
-        if args.debug:
-            traceback.print_exception(failure)
-        kept = (f"the checkpoint of the {failure.iterations} completed iterations is kept: {failure.checkpoint}; "
-                f"resume with: recurrent-ppo train --resume {trainer.run_dir}" if failure.checkpoint is not None
-                else "no iteration had completed, so there is no checkpoint" if trainer.group.is_main
-                else "rank 0 writes the checkpoints")
-        print(f"recurrent-ppo train: {failure}; {kept}{'' if args.debug else ' (--debug shows the traceback)'}",
-              file=sys.stderr)
-        return 1
-    except NonFiniteError as err:
-        kept = trainer.run_dir / "checkpoint.pt"
-        last = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written"
-        print(f"recurrent-ppo train: {err}; {last}", file=sys.stderr)
-        return 1
-    except (RunFolderWriteError, Aborted) as err:  # a full disk, a read-only folder; a second Ctrl-C
-        if args.debug:
+    except (TrainingStopped, TrainingFailed, NonFiniteError, RunFolderWriteError, Aborted) as err:
+        if args.debug and isinstance(err, (RunFolderWriteError, Aborted)):
             raise
-        kept = trainer.run_dir / "checkpoint.pt"
-        last = (f"the last good checkpoint is {kept} (resume with: recurrent-ppo train --resume {trainer.run_dir})"
-                if kept.exists() else "no checkpoint was written")
-        print(f"recurrent-ppo train: {err}; {last}", file=sys.stderr)
-        return err.exit_code if isinstance(err, Aborted) else 1
+        return stopped_early(err, trainer, args.debug)
     finally:
         if trainer is not None:
             trainer.close()
         distributed.leave()
+    print_summary(summary, cfg)
+    return 0
+
+
+def stopped_early(err: Exception, trainer, debug: bool) -> int:
+    """Say on stderr why training stopped before the end and what was kept; the exit code."""
+    from recurrent_ppo.stopping import Aborted
+    from recurrent_ppo.trainer import TrainingFailed, TrainingStopped
+
+    resume = f"recurrent-ppo train --resume {trainer.run_dir}"
+    kept = trainer.run_dir / "checkpoint.pt"
+    if isinstance(err, TrainingStopped):
+        print(f"recurrent-ppo train: {err}" + (f"; resume with: {resume}" if err.checkpoint is not None else ""),
+              file=sys.stderr)
+        return err.exit_code
+    if isinstance(err, TrainingFailed):  # an env raised or broke its spaces: the last completed iteration is kept
+        if debug:
+            traceback.print_exception(err)
+        what = (f"the checkpoint of the {err.iterations} completed iterations is kept: {err.checkpoint}; resume "
+                f"with: {resume}" if err.checkpoint is not None
+                else "no iteration had completed, so there is no checkpoint" if trainer.group.is_main
+                else "rank 0 writes the checkpoints")
+        print(f"recurrent-ppo train: {err}; {what}{'' if debug else ' (--debug shows the traceback)'}",
+              file=sys.stderr)
+        return 1
+    if isinstance(err, (RunFolderWriteError, Aborted)):  # a full disk, a read-only folder; a second Ctrl-C
+        last = (f"the last good checkpoint is {kept} (resume with: {resume})" if kept.exists()
+                else "no checkpoint was written")
+    else:  # NonFiniteError
+        last = f"the last good checkpoint is {kept}" if kept.exists() else "no checkpoint was written"
+    print(f"recurrent-ppo train: {err}; {last}", file=sys.stderr)
+    return err.exit_code if isinstance(err, Aborted) else 1
+
+
+def print_summary(summary: dict, cfg: TrainConfig) -> None:
     print(f"trained {summary['global_step']:,} steps in {summary['train_time_s']:.1f} s "
           f"({summary['sps']:,.0f} steps/s); mean return of the last 100 training episodes "
           f"{summary['episode_return_mean']:.1f}")
@@ -338,7 +354,6 @@ def train_command(args: Train, saved: dict | None) -> int:
         print(f"deterministic evaluation over {cfg.eval_episodes} episodes: "
               f"mean return {summary['eval_return_mean']:.1f}")
     print(f"checkpoint: {summary['checkpoint']}")
-    return 0
 
 
 def workers_line(cfg: TrainConfig, trainer) -> str:

@@ -138,23 +138,7 @@ def summarize(events: Any, *, active: int, on_device: bool, top: int) -> dict[st
     (wall) time.
     """
     cpu_events = [e for e in events if e.device_type == DeviceType.CPU and not e.is_async]
-    # The profiler renames "ProfilerStep#N" to "ProfilerStep*" in events.
-    steps = [e for e in cpu_events if e.name.startswith("ProfilerStep")]
-    if len(steps) != active:
-        raise RuntimeError(f"expected {active} traced ProfilerStep ranges, found {len(steps)}")
-    traced_s = sum(e.cpu_time_total for e in steps) / 1e6
-
-    phases: dict[str, dict[str, float]] = {}
-    for name in PHASES:
-        ranges = [e for e in cpu_events if e.name == name]
-        if len(ranges) != active:
-            raise RuntimeError(f"expected {active} {name!r} ranges in the trace, found {len(ranges)}: "
-                               "Trainer.train_iteration must wrap each phase in record_function")
-        phases[name] = {"host_s": sum(e.cpu_time_total for e in ranges) / 1e6}
-    phases["other"] = {"host_s": traced_s - sum(p["host_s"] for p in phases.values())}
-    for stats in phases.values():
-        stats["share"] = stats["host_s"] / traced_s
-
+    traced_s, phases = _host_phases(cpu_events, active)
     # Per name: [seconds, calls]. Phase and step ranges are excluded: they are the frame, not the work.
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     range_names = {e.name for e in cpu_events if e.is_user_annotation}
@@ -180,6 +164,26 @@ def summarize(events: Any, *, active: int, on_device: bool, top: int) -> dict[st
                for name, (seconds, calls) in ranked]
     return {"traced_s": traced_s, "active_steps": active, "phases": phases,
             "top_ops_by": "device time" if on_device else "self CPU time", "top_ops": top_ops}
+
+
+def _host_phases(cpu_events: list[Any], active: int) -> tuple[float, dict[str, dict[str, float]]]:
+    """The traced seconds (the ProfilerStep ranges') and each phase's host seconds and share of them."""
+    # The profiler renames "ProfilerStep#N" to "ProfilerStep*" in events.
+    steps = [e for e in cpu_events if e.name.startswith("ProfilerStep")]
+    if len(steps) != active:
+        raise RuntimeError(f"expected {active} traced ProfilerStep ranges, found {len(steps)}")
+    traced_s = sum(e.cpu_time_total for e in steps) / 1e6
+    phases: dict[str, dict[str, float]] = {}
+    for name in PHASES:
+        ranges = [e for e in cpu_events if e.name == name]
+        if len(ranges) != active:
+            raise RuntimeError(f"expected {active} {name!r} ranges in the trace, found {len(ranges)}: "
+                               "Trainer.train_iteration must wrap each phase in record_function")
+        phases[name] = {"host_s": sum(e.cpu_time_total for e in ranges) / 1e6}
+    phases["other"] = {"host_s": traced_s - sum(p["host_s"] for p in phases.values())}
+    for stats in phases.values():
+        stats["share"] = stats["host_s"] / traced_s
+    return traced_s, phases
 
 
 def _kernel_seconds_by_phase(events: Any, kernels: list[Any]) -> dict[str, float]:

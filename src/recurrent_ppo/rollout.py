@@ -59,6 +59,17 @@ def check_rollout_graph(env: VectorEnv, compile_mode: str) -> None:
                          f"CUDA graphs (mode default, not {compile_mode})")
 
 
+def bootstrap_rows(env: VectorEnv, buffer: RolloutBuffer) -> int | None:
+    """How many (env, step) rows the rollout bootstraps truncations over after it ends, or None to bootstrap at
+    every step. Truncations are rare, yet bootstrapping them per step costs a second policy pass over every env (a
+    quarter of a compiled CPU rollout step, docs/measurements.md). With a time limit there can be at most
+    ceil(num_steps / limit) per env in a rollout, so they are bootstrapped after it, over that many rows; each
+    row then costs two policy passes, so only below half the steps."""
+    limit = env.max_episode_steps
+    rows = None if limit is None else env.num_envs * -(-buffer.num_steps // limit)
+    return rows if rows is not None and 2 * rows < buffer.num_envs * buffer.num_steps else None
+
+
 @dataclass(frozen=True)
 class RolloutSettings:
     """What a rollout does with the env's outputs beside storing them, and how it runs."""
@@ -116,13 +127,7 @@ class RolloutCollector:
             self.hidden = policy.initial_hidden(env.num_envs)
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
             self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
-        # Truncations are rare, yet bootstrapping them per step costs a second policy pass over every env (a
-        # quarter of a compiled CPU rollout step, docs/measurements.md). With a time limit there can be at most
-        # ceil(num_steps / limit) per env in a rollout, so they are bootstrapped after it, over that many rows.
-        limit = env.max_episode_steps
-        rows = None if limit is None else env.num_envs * -(-buffer.num_steps // limit)
-        # After the rollout each row costs two policy passes: only worth it below half the steps.
-        self.bootstrap_rows = rows if rows is not None and 2 * rows < buffer.num_envs * buffer.num_steps else None
+        self.bootstrap_rows = bootstrap_rows(env, buffer)
         self.truncation_overflow = torch.zeros((), dtype=torch.bool, device=self.device)
         self.no_legal_action = torch.zeros((), dtype=torch.bool, device=self.device)  # set by a mask of no action
         # The env outputs that can go NaN or Inf: the reward and every floating-point observation leaf.

@@ -339,33 +339,7 @@ class GymVectorEnv:
             make_one = env
         probe = self._probe(make_one, env)
         try:
-            self.gym_obs_space, self.gym_action_space = probe.observation_space, probe.action_space
-            try:
-                obs_space = spaces.from_gym(self.gym_obs_space)
-            except ValueError as error:
-                raise ValueError(f"{self.name}: {error}; {observation_fix(self.gym_obs_space)}") from None
-            try:
-                self.action_space = spaces.action_from_gym(self.gym_action_space)
-            except ValueError as error:
-                raise ValueError(f"{self.name}: {error}") from None
-            obs_space = mask_leaf_as_binary(obs_space)
-            probe_obs, info = probe.reset(seed=seed)
-            # The info's mask moves into the observation, unless the observation holds one already.
-            self.masked = ACTION_MASK in info and not (isinstance(obs_space, spaces.Dict)
-                                                       and ACTION_MASK in dict(obs_space.spaces))
-            self.observation_space = spaces.with_action_mask(obs_space, self.action_space) if self.masked \
-                else obs_space
-            check = OutputCheck(self.name, self.gym_obs_space,
-                                spaces.mask_dim(self.action_space) if self.masked else None)
-            check(probe_obs, info, "reset()")
-            probe.action_space.seed(seed)
-            start = time.perf_counter()
-            step = probe.step(legal_action(probe.action_space, info.get(ACTION_MASK)))
-            first_step = time.perf_counter() - start
-            check(step[0], step[4], "step()")
-            if workers == "auto":  # later steps: the first may pay for lazy set-up
-                info = probe.reset()[1] if step[2] or step[3] else step[4]
-                workers, self.workers_note = choose_workers(num_envs, time_steps(probe, info) or first_step, parts)
+            obs_space, check, workers = self._inspect(probe, workers, parts)
         finally:
             probe.close()
         # A masked leaf observation goes under "obs" (spaces.with_action_mask), a Dict's leaves keep their paths.
@@ -379,6 +353,37 @@ class GymVectorEnv:
         self.host = None if self.pool else copies(range(num_envs), asynchronous=asynchronous)
         self.max_episode_steps = None  # a gymnasium env may truncate for reasons of its own, at any step
         self._seeded = False
+
+    def _inspect(self, probe, workers: int | Literal["auto"], parts: int) -> tuple[spaces.Space, OutputCheck, int]:
+        """Read the env's spaces from `probe` (one copy), check its first reset and step against them, and for
+        `workers="auto"` time its steps; the observation space as the env gives it (before the info's mask
+        joins it), the check of every copy's outputs, and the workers to start."""
+        self.gym_obs_space, self.gym_action_space = probe.observation_space, probe.action_space
+        try:
+            obs_space = spaces.from_gym(self.gym_obs_space)
+        except ValueError as error:
+            raise ValueError(f"{self.name}: {error}; {observation_fix(self.gym_obs_space)}") from None
+        try:
+            self.action_space = spaces.action_from_gym(self.gym_action_space)
+        except ValueError as error:
+            raise ValueError(f"{self.name}: {error}") from None
+        obs_space = mask_leaf_as_binary(obs_space)
+        probe_obs, info = probe.reset(seed=self.seed)
+        # The info's mask moves into the observation, unless the observation holds one already.
+        self.masked = ACTION_MASK in info and not (isinstance(obs_space, spaces.Dict)
+                                                   and ACTION_MASK in dict(obs_space.spaces))
+        self.observation_space = spaces.with_action_mask(obs_space, self.action_space) if self.masked else obs_space
+        check = OutputCheck(self.name, self.gym_obs_space, spaces.mask_dim(self.action_space) if self.masked else None)
+        check(probe_obs, info, "reset()")
+        probe.action_space.seed(self.seed)
+        start = time.perf_counter()
+        step = probe.step(legal_action(probe.action_space, info.get(ACTION_MASK)))
+        first_step = time.perf_counter() - start
+        check(step[0], step[4], "step()")
+        if workers == "auto":  # later steps: the first may pay for lazy set-up
+            info = probe.reset()[1] if step[2] or step[3] else step[4]
+            workers, self.workers_note = choose_workers(self.num_envs, time_steps(probe, info) or first_step, parts)
+        return obs_space, check, workers
 
     def _probe(self, make_one: Callable[[], Any], env: str | Callable[[], Any]):
         """One copy of the env, made before the vector env to check it; ValueError naming what went wrong."""
