@@ -50,15 +50,25 @@ def _check(*args: str | Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple[dict, str]:
-    """One run of every suite at the tiny profile (no compile modes): its JSON and its terminal output."""
-    out = tmp_path_factory.mktemp("bench") / "tiny.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "--bench-profile", "tiny", "--benchmark-enable",
-         f"--benchmark-json={out}", "-p", "no:cacheprovider", "-q"],
-        capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
-    assert proc.returncode == 0, f"bench suites failed (tiny profile):\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(out.read_text()), proc.stdout
+def tiny_run(tmp_path_factory, worker_id) -> tuple[dict, str]:
+    """One run of every suite at the tiny profile (no compile modes): its JSON and its terminal output. One run
+    per test session: pytest-xdist workers share it through their common temporary folder, under a lock."""
+    from filelock import FileLock  # a dependency of torch
+
+    shared = tmp_path_factory.getbasetemp().parent if worker_id != "master" else tmp_path_factory.mktemp("bench")
+    out, stdout = shared / "bench-tiny.json", shared / "bench-tiny.out"
+    with FileLock(str(shared / "bench-tiny.lock")):
+        if not out.is_file():
+            proc = subprocess.run(
+                [sys.executable, "-m", "pytest", "bench", "--bench-profile", "tiny", "--benchmark-enable",
+                 f"--benchmark-json={out}", "-p", "no:cacheprovider", "-q"],
+                capture_output=True, text=True, cwd=ROOT, env=_bench_env(), timeout=300)
+            if proc.returncode != 0:
+                out.unlink(missing_ok=True)
+            assert proc.returncode == 0, (f"bench suites failed (tiny profile):\n{proc.stdout[-6000:]}\n"
+                                          f"{proc.stderr[-3000:]}")
+            stdout.write_text(proc.stdout)
+    return json.loads(out.read_text()), stdout.read_text()
 
 
 def test_suites_record_expected_benchmarks(tiny_run):

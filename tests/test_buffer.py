@@ -31,7 +31,7 @@ def step_fields(num_envs, t, hidden=None):
     return dict(
         obs=code[:, None].expand(num_envs, OBS_DIM), actions=code.long(), log_probs=-code, values=code + 0.1,
         rewards=code + 0.2, terminated=(env + t) % 3 == 0, truncated=(env + t) % 5 == 0,
-        truncated_values=code + 0.3, episode_starts=(env + t) % 4 == 0, hidden=hidden,
+        final_obs=code[:, None].expand(num_envs, OBS_DIM) + 0.3, episode_starts=(env + t) % 4 == 0, hidden=hidden,
     )
 
 
@@ -60,10 +60,22 @@ def test_add_writes_each_step_at_its_place():
     for t in range(buffer.num_steps):
         expected = step_fields(buffer.num_envs, t)
         for name in ("obs", "actions", "log_probs", "values", "rewards", "terminated", "truncated",
-                     "truncated_values", "episode_starts"):
+                     "episode_starts"):
             assert torch.equal(getattr(buffer, name)[:, t], expected[name]), f"{name} at step {t}"
         assert torch.equal(buffer.hidden_h[:, t], expected["hidden"][0].transpose(0, 1)), f"hidden_h at step {t}"
         assert torch.equal(buffer.hidden_c[:, t], expected["hidden"][1].transpose(0, 1)), f"hidden_c at step {t}"
+
+
+def test_the_final_observations_of_truncated_envs_are_kept_in_order_with_their_env_and_step():
+    buffer = make_buffer()
+    fill(buffer)
+    truncated = [(t, env) for t in range(buffer.num_steps) for env in range(buffer.num_envs) if (env + t) % 5 == 0]
+    assert int(buffer.final_count) == len(truncated) == buffer.truncated.sum()
+    for row, (t, env) in enumerate(truncated):
+        assert (int(buffer.final_env[row]), int(buffer.final_step[row])) == (env, t), f"row {row}"
+        assert torch.equal(buffer.final_obs[row], step_fields(buffer.num_envs, t)["final_obs"][env]), f"row {row}"
+    buffer.reset()
+    assert int(buffer.final_count) == 0, "a new rollout fills the rows from the first"
 
 
 class _CountOps(TorchDispatchMode):
@@ -76,15 +88,21 @@ class _CountOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("num_envs", [1, 3, 64])
-def test_add_is_one_write_per_field_whatever_the_env_count(num_envs):
+def ops_of_one_add(num_envs):
     buffer = make_buffer(num_envs)
-    fields = step_fields(num_envs, 0)
     with _CountOps() as counter:
-        buffer.add(**fields)
-    copies = [op for op in counter.ops if "copy_" in op]
-    assert len(copies) == 11, counter.ops  # 9 step fields + hidden_h + hidden_c, each one copy for all envs
-    assert len(counter.ops) <= 33, counter.ops  # plus slicing views; nothing scales with num_envs
+        buffer.add(**step_fields(num_envs, 0))
+    return counter.ops
+
+
+@pytest.mark.parametrize("num_envs", [3, 64])
+def test_add_is_one_write_per_field_whatever_the_env_count(num_envs):
+    ops = ops_of_one_add(num_envs)
+    copies = [op for op in ops if "copy_" in op]
+    # 8 step fields + hidden_h + hidden_c, and the truncated envs' final observations with their env and step:
+    # each one copy for all envs.
+    assert len(copies) == 13, ops
+    assert ops == ops_of_one_add(1), "nothing scales with num_envs"
 
 
 def test_add_past_the_end_fails():
@@ -230,9 +248,10 @@ def test_obs_leaves_and_actions_round_trip_in_their_own_dtypes(action_space, act
         step = {path: x[:, t] for path, x in written.items()}
         buffer.add(**{**step_fields(num_envs, t, hidden=(torch.zeros(1, num_envs, 4),)), "obs": step,
                       "final_obs": step, "actions": torch.zeros(num_envs, *action_shape, dtype=action_dtype)})
+    kept = int(buffer.final_count)
     for path, leaf in written.items():
         assert torch.equal(buffer.obs[path], leaf), path
-        assert torch.equal(buffer.final_obs[path], leaf), path
+        assert torch.equal(buffer.final_obs[path][:kept], leaf[buffer.final_env[:kept], buffer.final_step[:kept]]), path
     buffer.compute_advantages(torch.zeros(num_envs), 0.99, 0.95)
     [batch] = buffer.get_batched_sequences(num_steps, 1)
     assert len(batch.hidden) == 1 and batch.actions.shape == (num_envs, num_steps, *action_shape)

@@ -75,11 +75,12 @@ def test_only_float_box_leaves_are_normalized():
 
 
 def test_the_rollout_stores_observations_normalized_as_gymnasium_does():
-    """The buffer's observations (and final observations) are gymnasium's NormalizeObservation of the env's,
-    clipped to +-10: the statistics merged from the reset and every step's returned observations, the final ones
-    normalized by the step's statistics without an update; every other leaf is stored as the env returned it."""
+    """The buffer's observations (and the final observation of a truncated episode) are gymnasium's
+    NormalizeObservation of the env's, clipped to +-10: the statistics merged from the reset and every step's
+    returned observations, the final ones normalized by the step's statistics without an update; every other leaf
+    is stored as the env returned it."""
     wrappers = pytest.importorskip("gymnasium.wrappers.utils")
-    env = RecordingEnv(3, max_episode_steps=1000)  # a time limit: final observations are stored, for the bootstrap
+    env = RecordingEnv(3, max_episode_steps=1000, truncate_at=5)  # env 0's final observation of step 5 is kept
     collector = collector_of(env)
     collector.collect()
     buffer, (reset,), results = collector.buffer, env.resets, env.results
@@ -99,7 +100,7 @@ def test_the_rollout_stores_observations_normalized_as_gymnasium_does():
         stored = torch.stack(expected_obs[:-1], 1).float()
         assert not torch.allclose(stored, torch.stack([reset[path], *(r.obs[path] for r in results[:-1])], 1))
         assert_close(buffer.obs[path], stored, f"stored obs {path}")
-        assert_close(buffer.final_obs[path], torch.stack(expected_final, 1).float(), f"stored final obs {path}")
+        assert_close(buffer.final_obs[path][0], expected_final[5][0].float(), f"stored final obs {path}")
         assert_close(collector.obs[path], expected_obs[-1].float(), f"carried obs {path}")
         stats = collector.obs_norm.norms[FLOAT.index(path)].stats
         assert_close(stats.mean, torch.from_numpy(rms.mean), f"mean {path}")
@@ -110,18 +111,24 @@ def test_the_rollout_stores_observations_normalized_as_gymnasium_does():
         assert torch.equal(buffer.obs[path], raw), f"{path} must be stored as the env returned it"
 
 
-def test_the_per_step_truncation_bootstrap_values_the_normalized_final_observation():
-    """With no time limit the bootstrap runs inside the step; it must value what the after-the-rollout bootstrap
-    values from the buffer's normalized final observations (the test above)."""
-    values = []
+def test_the_truncation_bootstrap_values_the_normalized_final_observation():
+    """V(final obs) of a truncated episode is the value of its normalized final observation (the test above),
+    from the state after its last step, with or without a time limit."""
     for limit in (None, 1000):
         torch.manual_seed(3)
         collector = collector_of(RecordingEnv(3, max_episode_steps=limit, truncate_at=5, record=False))
-        assert (collector.bootstrap_rows is None) == (limit is None)
         collector.collect()
-        assert collector.buffer.truncated[0, 5] and int(collector.buffer.truncated.sum()) == 1
-        values.append(collector.buffer.truncated_values[0, 5])
-    assert_close(values[0], values[1], "V(final obs) of the per-step bootstrap", rtol=1e-5, atol=1e-6)
+        buffer = collector.buffer
+        assert buffer.truncated[0, 5] and int(buffer.truncated.sum()) == 1
+        assert (int(buffer.final_count), int(buffer.final_env[0]), int(buffer.final_step[0])) == (1, 0, 5)
+        stored = {path: x[:1] for path, x in buffer.final_obs.items()}  # normalized as the test above checks
+        with torch.no_grad():
+            h0 = tuple(part[:1, 5].transpose(0, 1) for part in buffer.hidden)
+            after = collector.policy.evaluate_actions({p: x[:1, 5:6] for p, x in buffer.obs.items()}, h0,
+                                                      buffer.episode_starts[:1, 5:6], buffer.actions[:1, 5:6]).hidden
+            expected = collector.policy.get_value(stored, after, torch.zeros(1, dtype=torch.bool))
+        assert_close(buffer.truncated_values[0, 5:6], expected, f"V(final obs), max_episode_steps={limit}",
+                     rtol=1e-5, atol=1e-6)
 
 
 def test_evaluation_applies_the_statistics_frozen():

@@ -52,7 +52,7 @@ def test_replayed_rollouts_record_what_the_policy_did(env_name):
     for rollout in range(4):
         collector.collect()
         torch.cuda.synchronize()
-        assert collector.rollout_graph is not None, "captured at the end of the first rollout"
+        assert collector.captured_rollout is not None, "captured at the end of the first rollout"
         assert buffer.full and int(buffer.step_index) == buffer.num_steps, rollout
         seen.append(buffer.log_probs.clone())
         with torch.no_grad():
@@ -72,6 +72,6 @@ def test_training_with_the_rollout_graph(tmp_path):
                       eval_episodes=0, progress=False, device="cuda", rollout_graph=True, run_dir=str(tmp_path / "r"))
     trainer = Trainer(cfg)
     summary = trainer.train()
-    assert trainer.collector.rollout_graph is not None
+    assert trainer.collector.captured_rollout is not None
     assert summary["global_step"] == cfg.total_steps
     assert all(torch.isfinite(p).all() for p in trainer.policy.parameters())

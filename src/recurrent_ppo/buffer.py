@@ -40,11 +40,14 @@ class RolloutBuffer:
     Step t holds: `obs[:, t]` the observation the policy saw (a tensor, or a `{path: tensor}` dict, each leaf in
     the dtype and shape the env produced it), `actions`/`log_probs`/`values` the policy's outputs,
     `rewards`/`terminated`/`truncated` what the env returned for that action, `truncated_values[:, t]`
-    V(final observation) of an episode cut by the time limit at t (read only where `truncated`), `final_obs`
-    that final observation where the rollout bootstraps truncations after the fact (else left unwritten),
-    `episode_starts[:, t]` whether obs t begins an episode, and `hidden_h`/`hidden_c[:, t]` (the LSTM's; the
-    GRU's `hidden_h` alone; each `[num_envs, num_steps, num_layers, hidden_dim]`) the state fed INTO step t,
-    after the reset.
+    V(final observation) of an episode cut by the time limit at t (filled after the rollout, read only where
+    `truncated`), `episode_starts[:, t]` whether obs t begins an episode, and `hidden_h`/`hidden_c[:, t]` (the
+    LSTM's; the GRU's `hidden_h` alone; each `[num_envs, num_steps, num_layers, hidden_dim]`) the state fed INTO
+    step t, after the reset.
+
+    The final observations of truncated episodes, which the bootstrap values, are kept compactly: `final_rows`
+    rows (`truncation_rows`: as many as `max_episode_steps` allows truncations in a rollout), filled in the order
+    the truncations come, each with its env and step (`final_env`, `final_step`), `final_count` of them so far.
 
     Writes copy values into these preallocated normal tensors, so inference-mode tensors from the rollout
     (e.g. `initial_hidden()`) come out of the buffer as normal tensors that autograd can use.
@@ -61,6 +64,7 @@ class RolloutBuffer:
         device: torch.device | str,
         *,
         core: CoreKind = "lstm",
+        max_episode_steps: int | None = None,
     ) -> None:
         if min(num_envs, num_steps, num_layers, hidden_dim) < 1:
             raise ValueError(f"RolloutBuffer sizes must be positive, got {num_envs=}, {num_steps=}, {num_layers=}, "
@@ -80,8 +84,16 @@ class RolloutBuffer:
         self.rewards = alloc(n, t)
         self.terminated = alloc(n, t, dtype=torch.bool)
         self.truncated = alloc(n, t, dtype=torch.bool)
-        self.truncated_values = alloc(n, t)
-        self.final_obs = spaces.zeros(obs_space, (n, t), self.device)
+        # One slot past the [N, T] values takes the bootstrap's rows that hold no truncation of this rollout.
+        self.truncated_value_slots = alloc(n * t + 1)
+        self.truncated_values = self.truncated_value_slots[:n * t].view(n, t)
+        self.final_rows = truncation_rows(n, t, max_episode_steps)
+        # Row final_rows is spare: every env not truncated at a step writes there, and truncations past the rows.
+        self.final_obs = spaces.zeros(obs_space, (self.final_rows + 1,), self.device)
+        self.final_env = alloc(self.final_rows + 1, dtype=torch.int64)
+        self.final_step = alloc(self.final_rows + 1, dtype=torch.int64)
+        self.final_count = alloc(1, dtype=torch.int64)
+        self.env_ids = torch.arange(n, device=self.device)
         self.episode_starts = alloc(n, t, dtype=torch.bool)
         # One tensor per state tensor of the core: hidden_h, hidden_c (LSTM) or hidden_h (GRU).
         self.hidden_names = tuple(f"hidden_{name}" for name in CORES[core].state_names)
@@ -94,11 +106,11 @@ class RolloutBuffer:
         self.step_index = alloc(1, dtype=torch.int64)
 
     @classmethod
-    def for_policy(cls, policy: RecurrentPolicy, num_envs: int, num_steps: int,
-                   device: torch.device | str) -> RolloutBuffer:
-        """A buffer shaped for `policy`'s spaces and core."""
+    def for_policy(cls, policy: RecurrentPolicy, num_envs: int, num_steps: int, device: torch.device | str,
+                   max_episode_steps: int | None = None) -> RolloutBuffer:
+        """A buffer shaped for `policy`'s spaces and core, and for an env of `max_episode_steps`."""
         return cls(num_envs, num_steps, policy.obs_space, policy.action_space, policy.num_layers, policy.hidden_dim,
-                   device, core=policy.core_kind)
+                   device, core=policy.core_kind, max_episode_steps=max_episode_steps)
 
     @property
     def hidden(self) -> RecurrentState:
@@ -109,6 +121,7 @@ class RolloutBuffer:
         """Start a new rollout; the old contents are overwritten step by step."""
         self.pos = 0
         self.step_index.zero_()
+        self.final_count.zero_()
 
     @property
     def full(self) -> bool:
@@ -139,28 +152,35 @@ class RolloutBuffer:
         rewards: torch.Tensor,
         terminated: torch.Tensor,
         truncated: torch.Tensor,
-        truncated_values: torch.Tensor | None,
         episode_starts: torch.Tensor,
         hidden: RecurrentState,
-        final_obs: Obs | None = None,
+        final_obs: Obs,
     ) -> None:
         """`add` without the host: writes at the device-side `step_index` and advances it, touching no Python
-        state, so a compiled step can call it (the rollout's does, and calls `claim_step` outside). A rollout
-        that bootstraps truncations after the fact passes `final_obs` and no `truncated_values`."""
+        state, so a compiled step can call it (the rollout's does, and calls `claim_step` outside). `final_obs` is
+        the env's final observation of every env; those of the truncated ones are kept."""
         index = self.step_index
         fields = (*obs_pairs(self.obs, obs), (self.actions, actions), (self.log_probs, log_probs),
                   (self.values, values), (self.rewards, rewards), (self.terminated, terminated),
-                  (self.truncated, truncated), (self.truncated_values, truncated_values),
-                  (self.episode_starts, episode_starts),
-                  *((stored, part.transpose(0, 1)) for stored, part in zip(self.hidden, hidden)),
-                  *obs_pairs(self.final_obs, final_obs))
+                  (self.truncated, truncated), (self.episode_starts, episode_starts),
+                  *((stored, part.transpose(0, 1)) for stored, part in zip(self.hidden, hidden)))
         for stored, step in fields:
-            if step is None:  # truncated_values filled after the rollout, from final_obs
-                continue
             if step.dtype != stored.dtype:  # e.g. float masks into the bool ones
                 step = step.to(stored.dtype)
             stored.index_copy_(1, index, step.unsqueeze(1))
+        self._keep_final(final_obs, truncated.to(torch.bool))
         index.add_(1)
+
+    def _keep_final(self, final_obs: Obs, truncated: torch.Tensor) -> None:
+        """The final observations of the envs `truncated [N]` at this step, with their env and step, into the next
+        free rows; every other env's, and truncations past the rows, go to the spare row."""
+        slot = torch.where(truncated, self.final_count + truncated.cumsum(0) - 1, self.final_rows)
+        slot = slot.clamp(max=self.final_rows)
+        for stored, step in obs_pairs(self.final_obs, final_obs):
+            stored.index_copy_(0, slot, step.to(stored.dtype))
+        self.final_env.index_copy_(0, slot, self.env_ids)
+        self.final_step.index_copy_(0, slot, self.step_index.expand(self.num_envs))
+        self.final_count.add_(truncated.sum())
 
     def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
         """Fill `advantages` by GAE; `last_values [num_envs]` = V(obs after the last step)."""
@@ -195,6 +215,13 @@ class RolloutBuffer:
         for idx in order.view(num_minibatches, -1):
             hidden = tuple(part[idx].transpose(0, 1).contiguous() for part in state)
             yield SequenceBatch(spaces.map_obs(lambda x: x[idx], obs), *(f[idx] for f in fields), hidden)
+
+
+def truncation_rows(num_envs: int, num_steps: int, max_episode_steps: int | None) -> int:
+    """The most truncations a rollout of `num_envs` x `num_steps` can hold: ceil(num_steps / limit) per env under a
+    time limit, every step without one."""
+    per_env = num_steps if max_episode_steps is None else min(num_steps, -(-num_steps // max_episode_steps))
+    return num_envs * per_env
 
 
 def check_sequences(num_envs: int, num_steps: int, seq_len: int, num_minibatches: int = 1) -> None:

@@ -59,17 +59,6 @@ def check_rollout_graph(env: VectorEnv, compile_mode: str) -> None:
                          f"CUDA graphs (mode default, not {compile_mode})")
 
 
-def bootstrap_rows(env: VectorEnv, buffer: RolloutBuffer) -> int | None:
-    """How many (env, step) rows the rollout bootstraps truncations over after it ends, or None to bootstrap at
-    every step. Truncations are rare, yet bootstrapping them per step costs a second policy pass over every env (a
-    quarter of a compiled CPU rollout step, docs/measurements.md). With a time limit there can be at most
-    ceil(num_steps / limit) per env in a rollout, so they are bootstrapped after it, over that many rows; each
-    row then costs two policy passes, so only below half the steps."""
-    limit = env.max_episode_steps
-    rows = None if limit is None else env.num_envs * -(-buffer.num_steps // limit)
-    return rows if rows is not None and 2 * rows < buffer.num_envs * buffer.num_steps else None
-
-
 @dataclass(frozen=True)
 class RolloutSettings:
     """What a rollout does with the env's outputs beside storing them, and how it runs."""
@@ -116,7 +105,7 @@ class RolloutCollector:
             check_rollout_graph(env, compile_mode)
         self.compile_mode = compile_mode
         self.capture_after_first = settings.rollout_graph
-        self.rollout_graph: torch.cuda.CUDAGraph | None = None
+        self.captured_rollout: torch.cuda.CUDAGraph | None = None  # the whole rollout, with rollout_graph
         # What one step hands the next (obs, recurrent state, episode starts) lives in these tensors, overwritten
         # in place after every step. Under CUDA graphs a step's outputs are overwritten by the next replay, so they
         # cannot be fed back as inputs; carry tensors at fixed addresses can, without copies into the graph.
@@ -126,8 +115,6 @@ class RolloutCollector:
             self.obs = self._normalized(self.obs)
             self.hidden = policy.initial_hidden(env.num_envs)
             self.episode_starts = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
-            self.no_starts = torch.zeros(env.num_envs, dtype=torch.bool, device=self.device)
-        self.bootstrap_rows = bootstrap_rows(env, buffer)
         self.truncation_overflow = torch.zeros((), dtype=torch.bool, device=self.device)
         self.no_legal_action = torch.zeros((), dtype=torch.bool, device=self.device)  # set by a mask of no action
         # The env outputs that can go NaN or Inf: the reward and every floating-point observation leaf.
@@ -168,11 +155,7 @@ class RolloutCollector:
         # As gymnasium's wrapper over a same-step-autoreset vector env: the returned observations (reset ones where
         # an episode ended) update the statistics; the final ones are normalized by them, without an update.
         next_obs = self._normalized(result.obs)
-        final_obs = self._normalized(result.final_obs, update=False)
-        if self.bootstrap_rows is None:  # bootstrap of a time-limit cut: V(final obs) from the state after the step
-            truncated_values, final_obs = self.policy.get_value(final_obs, act.hidden, self.no_starts), None
-        else:  # after the rollout, from what the buffer keeps
-            truncated_values = None
+        final_obs = self._normalized(result.final_obs, update=False)  # the buffer keeps the truncated ones
         done = result.terminated | result.truncated
         if self.watch is not None:  # the observation after the step and the reset one: a sum is finite iff both are
             after, fresh = spaces.obs_tensors(result.final_obs), spaces.obs_tensors(result.obs)
@@ -183,8 +166,8 @@ class RolloutCollector:
                                                                                   result.truncated)
         self.buffer.write(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value,
                           rewards=rewards * self.reward_scale, terminated=result.terminated,
-                          truncated=result.truncated, truncated_values=truncated_values,
-                          episode_starts=episode_starts, hidden=hidden_in, final_obs=final_obs)
+                          truncated=result.truncated, episode_starts=episode_starts, hidden=hidden_in,
+                          final_obs=final_obs)
         carry_over((*spaces.obs_tensors(obs), *hidden, episode_starts),
                    (*spaces.obs_tensors(next_obs), *act.hidden, done))
 
@@ -194,16 +177,15 @@ class RolloutCollector:
         self.buffer.reset()
         if self.watch is not None:
             self.watch.reset()
-        if self.rollout_graph is not None:
-            self.rollout_graph.replay()
+        if self.captured_rollout is not None:
+            self.captured_rollout.replay()
             self.buffer.pos = self.buffer.num_steps
         else:
             for _ in range(self.buffer.num_steps):
                 self.advance()
             if self.capture_after_first:  # the steps are compiled and warm now: capture them for the next rollouts
-                self.rollout_graph = self.capture_rollout()
-        if self.bootstrap_rows is not None:
-            self._bootstrap_truncations()
+                self.captured_rollout = self.capture_rollout()
+        self._bootstrap_truncations()
         cuda_graph_step_begin(self.compile_mode, self.device)
         return self.last_value(self.obs, self.hidden, self.episode_starts).clone()
 
@@ -221,22 +203,25 @@ class RolloutCollector:
 
     def _bootstrap_truncations(self) -> None:
         """Fill `truncated_values` where the rollout truncated: V(final obs) from the state after that step,
-        recomputed from the stored step for a fixed number of rows (truncated ones first), so the shapes stay
-        static and nothing waits for the device. More truncations than rows sets `truncation_overflow`."""
-        buffer, rows = self.buffer, self.bootstrap_rows
-        truncated = buffer.truncated.reshape(-1)
-        picked = torch.argsort(truncated.to(torch.uint8), descending=True, stable=True)[:rows]
-        envs, steps = picked // buffer.num_steps, picked % buffer.num_steps
+        recomputed from the stored step, over all of the buffer's `final_rows` (static shapes, nothing waits for
+        the device); rows this rollout did not fill land in the spare slot. Truncations past the rows set
+        `truncation_overflow`. One policy pass over a batch of the rollout's truncations, rather than a second
+        pass in every step for the few envs that truncated."""
+        buffer, rows = self.buffer, self.buffer.final_rows
+        envs, steps = buffer.final_env[:rows], buffer.final_step[:rows]
+        filled = torch.arange(rows, device=self.device) < buffer.final_count
         hidden = tuple(part[envs, steps].transpose(0, 1).contiguous() for part in buffer.hidden)
+        obs = spaces.map_obs(lambda x: x[envs, steps], buffer.obs)
 
-        def picked_steps(x: torch.Tensor) -> torch.Tensor:
-            return x[envs, steps]
+        def final(path: str, leaf: torch.Tensor) -> torch.Tensor:  # rows not filled: a stored obs, a valid one
+            kept = buffer.final_obs[path] if path else buffer.final_obs
+            return torch.where(filled.reshape(-1, *(1,) * (leaf.dim() - 1)), kept[:rows], leaf)
 
-        values = self.policy.value_after_step(spaces.map_obs(picked_steps, buffer.obs), hidden,
-                                              buffer.episode_starts[envs, steps],
-                                              spaces.map_obs(picked_steps, buffer.final_obs))
-        buffer.truncated_values[envs, steps] = values  # rows past the truncated ones land where nothing reads
-        self.truncation_overflow |= truncated.sum() > rows
+        final_obs = {path: final(path, x) for path, x in obs.items()} if isinstance(obs, dict) else final("", obs)
+        values = self.policy.value_after_step(obs, hidden, buffer.episode_starts[envs, steps], final_obs)
+        slots = torch.where(filled, envs * buffer.num_steps + steps, buffer.num_envs * buffer.num_steps)
+        buffer.truncated_value_slots.index_copy_(0, slots, values.to(buffer.truncated_value_slots.dtype))
+        self.truncation_overflow |= (buffer.final_count > rows).reshape(())
 
     def check(self, iteration: int = -1) -> None:
         """Raise if the env returned a NaN or Inf during the rollout (NonFiniteError naming field, env, step and
@@ -252,13 +237,12 @@ class RolloutCollector:
         if no_legal:
             raise mask_error(self.policy)
         if overflow:
-            raise RuntimeError(f"the env truncated more than {self.bootstrap_rows} episodes in a rollout, more than "
+            raise RuntimeError(f"the env truncated more than {self.buffer.final_rows} episodes in a rollout, more than "
                                f"max_episode_steps={self.env.max_episode_steps} allows for "
                                f"{self.buffer.num_envs} envs x {self.buffer.num_steps} steps; some truncations "
                                f"were not bootstrapped. Set the env's max_episode_steps to None if it truncates "
                                f"before its limit")
 
-    check_truncations = check
 
     def carry(self) -> dict[str, object]:
         """What one rollout hands the next: the observation, the recurrent state, the episode starts."""

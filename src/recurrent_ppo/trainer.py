@@ -167,7 +167,8 @@ class Trainer:
         self.lr = torch.tensor(cfg.learning_rate, device=self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.lr, eps=1e-5,
                                           capturable=self.device.type == "cuda")
-        self.buffer = RolloutBuffer.for_policy(self.policy, cfg.num_envs, cfg.num_steps, self.device)
+        self.buffer = RolloutBuffer.for_policy(self.policy, cfg.num_envs, cfg.num_steps, self.device,
+                                               env.max_episode_steps)
         self.episodes = EpisodeTracker(cfg.num_envs, self.device)
 
     def _assemble(self, env: VectorEnv, source: VectorEnv | EnvFactory | None) -> None:
