@@ -152,24 +152,36 @@ class RolloutCollector:
 
     def _record(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor, hidden_in: RecurrentState,
                 act: ActionOutput, result: StepResult) -> None:
-        # As gymnasium's wrapper over a same-step-autoreset vector env: the returned observations (reset ones where
-        # an episode ended) update the statistics; the final ones are normalized by them, without an update.
-        next_obs = self._normalized(result.obs)
-        final_obs = self._normalized(result.final_obs, update=False)  # the buffer keeps the truncated ones
+        """A step's results into the rollout, in order: the NaN watch, the episode statistics, the observations and
+        rewards as training sees them, the buffer write, the carry the next step reads."""
+        self._watch_outputs(result)
         done = result.terminated | result.truncated
+        self.episodes.update(result.reward, done)
+        next_obs, final_obs = self._observations(result)
+        self.buffer.write(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value,
+                          rewards=self._rewards(result), terminated=result.terminated, truncated=result.truncated,
+                          episode_starts=episode_starts, hidden=hidden_in, final_obs=final_obs)
+        carry_over((*spaces.obs_tensors(obs), *hidden, episode_starts),
+                   (*spaces.obs_tensors(next_obs), *act.hidden, done))
+
+    def _watch_outputs(self, result: StepResult) -> None:
+        """Flag a NaN or Inf reward or float observation (read once per iteration, `check`)."""
         if self.watch is not None:  # the observation after the step and the reset one: a sum is finite iff both are
             after, fresh = spaces.obs_tensors(result.final_obs), spaces.obs_tensors(result.obs)
             self.watch.record(self.buffer.step_index,
                               (result.reward, *(after[i] + fresh[i] for i in self.float_leaves)))
-        self.episodes.update(result.reward, done)
+
+    def _observations(self, result: StepResult) -> tuple[Obs, Obs]:
+        """The returned and the final observations as the policy sees them. As gymnasium's wrapper over a
+        same-step-autoreset vector env: the returned ones (reset ones where an episode ended) update the
+        statistics; the final ones are normalized by them, without an update."""
+        return self._normalized(result.obs), self._normalized(result.final_obs, update=False)
+
+    def _rewards(self, result: StepResult) -> torch.Tensor:
+        """The rewards GAE reads: normalized (updating the statistics), then scaled."""
         rewards = result.reward if self.reward_norm is None else self.reward_norm(result.reward, result.terminated,
                                                                                   result.truncated)
-        self.buffer.write(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value,
-                          rewards=rewards * self.reward_scale, terminated=result.terminated,
-                          truncated=result.truncated, episode_starts=episode_starts, hidden=hidden_in,
-                          final_obs=final_obs)
-        carry_over((*spaces.obs_tensors(obs), *hidden, episode_starts),
-                   (*spaces.obs_tensors(next_obs), *act.hidden, done))
+        return rewards * self.reward_scale
 
     @torch.inference_mode()
     def collect(self) -> torch.Tensor:
