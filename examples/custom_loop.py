@@ -68,14 +68,14 @@ def main(argv: list[str] | None = None) -> float:
                 done = result.terminated | result.truncated
                 buffer.add(obs=obs, actions=act.action, log_probs=act.log_prob, values=act.value,
                            rewards=result.reward, terminated=result.terminated, truncated=result.truncated,
-                           truncated_values=torch.zeros_like(result.reward),  # MaskedChoice never truncates
-                           episode_starts=starts, hidden=hidden)
+                           episode_starts=starts, hidden=hidden, final_obs=result.final_obs)
                 running += result.reward
                 finished_sum += (running * done).sum()
                 finished_count += done.sum()
                 running *= ~done
                 obs, hidden, starts = result.obs, act.hidden, done
             last_values = get_value(obs, hidden, starts)
+            buffer.bootstrap_truncations(policy.value_after_step)  # V(final obs) of episodes cut by a time limit
         buffer.compute_advantages(last_values, gamma=0.99, gae_lambda=0.95)
         for _epoch in range(4):
             for batch in buffer.get_batched_sequences(args.seq_len, num_minibatches=4):

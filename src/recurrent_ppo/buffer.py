@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -181,6 +181,29 @@ class RolloutBuffer:
         self.final_env.index_copy_(0, slot, self.env_ids)
         self.final_step.index_copy_(0, slot, self.step_index.expand(self.num_envs))
         self.final_count.add_(truncated.sum())
+
+    def bootstrap_truncations(self, value_after_step: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """Fill `truncated_values` where the rollout truncated: V(final obs) from the state after that step, by
+        `value_after_step(obs, hidden, episode_starts, final_obs)` (`RecurrentPolicy.value_after_step`) over all
+        `final_rows` kept rows at once: static shapes, nothing waits for the device; rows this rollout did not fill
+        land in the spare slot. Returns whether the env truncated more often than the rows hold (a 0-dim bool
+        on the device). One batched pass over the rollout's truncations, instead of a second policy pass in every
+        step for the few envs that truncated."""
+        rows = self.final_rows
+        envs, steps = self.final_env[:rows], self.final_step[:rows]
+        filled = torch.arange(rows, device=self.device) < self.final_count
+        hidden = tuple(part[envs, steps].transpose(0, 1).contiguous() for part in self.hidden)
+        obs = spaces.map_obs(lambda x: x[envs, steps], self.obs)
+
+        def final(path: str, leaf: torch.Tensor) -> torch.Tensor:  # rows not filled: a stored obs, a valid one
+            kept = self.final_obs[path] if path else self.final_obs
+            return torch.where(filled.reshape(-1, *(1,) * (leaf.dim() - 1)), kept[:rows], leaf)
+
+        final_obs = {path: final(path, x) for path, x in obs.items()} if isinstance(obs, dict) else final("", obs)
+        values = value_after_step(obs, hidden, self.episode_starts[envs, steps], final_obs)
+        slots = torch.where(filled, envs * self.num_steps + steps, self.num_envs * self.num_steps)
+        self.truncated_value_slots.index_copy_(0, slots, values.to(self.truncated_value_slots.dtype))
+        return (self.final_count > rows).reshape(())
 
     def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
         """Fill `advantages` by GAE; `last_values [num_envs]` = V(obs after the last step)."""

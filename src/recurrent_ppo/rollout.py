@@ -214,26 +214,9 @@ class RolloutCollector:
         return graph
 
     def _bootstrap_truncations(self) -> None:
-        """Fill `truncated_values` where the rollout truncated: V(final obs) from the state after that step,
-        recomputed from the stored step, over all of the buffer's `final_rows` (static shapes, nothing waits for
-        the device); rows this rollout did not fill land in the spare slot. Truncations past the rows set
-        `truncation_overflow`. One policy pass over a batch of the rollout's truncations, rather than a second
-        pass in every step for the few envs that truncated."""
-        buffer, rows = self.buffer, self.buffer.final_rows
-        envs, steps = buffer.final_env[:rows], buffer.final_step[:rows]
-        filled = torch.arange(rows, device=self.device) < buffer.final_count
-        hidden = tuple(part[envs, steps].transpose(0, 1).contiguous() for part in buffer.hidden)
-        obs = spaces.map_obs(lambda x: x[envs, steps], buffer.obs)
-
-        def final(path: str, leaf: torch.Tensor) -> torch.Tensor:  # rows not filled: a stored obs, a valid one
-            kept = buffer.final_obs[path] if path else buffer.final_obs
-            return torch.where(filled.reshape(-1, *(1,) * (leaf.dim() - 1)), kept[:rows], leaf)
-
-        final_obs = {path: final(path, x) for path, x in obs.items()} if isinstance(obs, dict) else final("", obs)
-        values = self.policy.value_after_step(obs, hidden, buffer.episode_starts[envs, steps], final_obs)
-        slots = torch.where(filled, envs * buffer.num_steps + steps, buffer.num_envs * buffer.num_steps)
-        buffer.truncated_value_slots.index_copy_(0, slots, values.to(buffer.truncated_value_slots.dtype))
-        self.truncation_overflow |= (buffer.final_count > rows).reshape(())
+        """Fill `truncated_values` where the rollout truncated (`RolloutBuffer.bootstrap_truncations`); more
+        truncations than the buffer's rows set `truncation_overflow`."""
+        self.truncation_overflow |= self.buffer.bootstrap_truncations(self.policy.value_after_step)
 
     def check(self, iteration: int = -1) -> None:
         """Raise if the env returned a NaN or Inf during the rollout (NonFiniteError naming field, env, step and
