@@ -21,6 +21,7 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
+from recurrent_ppo.compile import CompileMode
 from recurrent_ppo.config import FAMILY_PRESETS, PRESETS, TrainConfig, config_from_dict
 from recurrent_ppo.runfolder import RunFolderInUse, RunFolderWriteError
 from recurrent_ppo.runstate import RESUMABLE, resumable_flags
@@ -65,7 +66,7 @@ class Eval:
     """auto, cpu, cuda or cuda:N."""
     seed: int = 1
     """Seed of the envs' episodes."""
-    compile_mode: str = "off"
+    compile_mode: CompileMode = "off"
     """torch.compile mode of the evaluation step."""
     debug: bool = False
     """Show the full traceback of an error instead of its one-line message."""
