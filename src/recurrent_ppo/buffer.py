@@ -117,6 +117,18 @@ class RolloutBuffer:
         """The stored states, one `[num_envs, num_steps, num_layers, hidden_dim]` tensor per state tensor."""
         return tuple(getattr(self, name) for name in self.hidden_names)
 
+    # The policy holds a state as `[num_layers, B, hidden_dim]` (nn.LSTM's layout); the buffer stores it per env and
+    # step. These two are the only places one layout turns into the other.
+    def state_at(self, envs: torch.Tensor | slice, steps: torch.Tensor | int) -> RecurrentState:
+        """The stored state fed into step `steps` of env `envs` (index tensors, or a slice and a step), in the
+        policy's layout, each `[num_layers, B, hidden_dim]`."""
+        return tuple(part[envs, steps].transpose(0, 1).contiguous() for part in self.hidden)
+
+    def state_columns(self, state: RecurrentState) -> tuple[torch.Tensor, ...]:
+        """`state` (the policy's layout, `[num_layers, num_envs, hidden_dim]` each) as one step of the buffer's
+        columns, `[num_envs, num_layers, hidden_dim]` each."""
+        return tuple(part.transpose(0, 1) for part in state)
+
     def reset(self) -> None:
         """Start a new rollout; the old contents are overwritten step by step."""
         self.pos = 0
@@ -163,7 +175,7 @@ class RolloutBuffer:
         fields = (*obs_pairs(self.obs, obs), (self.actions, actions), (self.log_probs, log_probs),
                   (self.values, values), (self.rewards, rewards), (self.terminated, terminated),
                   (self.truncated, truncated), (self.episode_starts, episode_starts),
-                  *((stored, part.transpose(0, 1)) for stored, part in zip(self.hidden, hidden)))
+                  *zip(self.hidden, self.state_columns(hidden)))
         for stored, step in fields:
             if step.dtype != stored.dtype:  # e.g. float masks into the bool ones
                 step = step.to(stored.dtype)
@@ -192,7 +204,7 @@ class RolloutBuffer:
         rows = self.final_rows
         envs, steps = self.final_env[:rows], self.final_step[:rows]
         filled = torch.arange(rows, device=self.device) < self.final_count
-        hidden = tuple(part[envs, steps].transpose(0, 1).contiguous() for part in self.hidden)
+        hidden = self.state_at(envs, steps)
         obs = spaces.map_obs(lambda x: x[envs, steps], self.obs)
 
         def final(path: str, leaf: torch.Tensor) -> torch.Tensor:  # rows not filled: a stored obs, a valid one
@@ -227,16 +239,13 @@ class RolloutBuffer:
         def seqs(x: torch.Tensor) -> torch.Tensor:  # [N, T, ...] -> [S, L, ...]
             return x.reshape(num_seqs, seq_len, *x.shape[2:])
 
-        def starts(x: torch.Tensor) -> torch.Tensor:  # [N, T, layers, H] -> [S, layers, H]
-            return x[:, ::seq_len].reshape(num_seqs, *x.shape[2:])
-
         obs = spaces.map_obs(seqs, self.obs)
         fields = (seqs(self.actions), seqs(self.episode_starts), seqs(self.log_probs), seqs(self.values),
                   seqs(self.advantages))
-        state = tuple(starts(part) for part in self.hidden)
+        chunks = self.num_steps // seq_len  # sequence s is env s // chunks from step (s % chunks) * seq_len
         order = torch.randperm(num_seqs, device=self.device, generator=generator)
         for idx in order.view(num_minibatches, -1):
-            hidden = tuple(part[idx].transpose(0, 1).contiguous() for part in state)
+            hidden = self.state_at(idx // chunks, (idx % chunks) * seq_len)
             yield SequenceBatch(spaces.map_obs(lambda x: x[idx], obs), *(f[idx] for f in fields), hidden)
 
 

@@ -181,12 +181,12 @@ class PPOUpdater:
         check_sequences(buffer.num_envs, buffer.num_steps, seq_len)
         for start in range(seq_len, buffer.num_steps, seq_len):
             chunk = slice(start - seq_len, start)
-            hidden = tuple(part[:, chunk.start].transpose(0, 1).contiguous() for part in buffer.hidden)
+            hidden = buffer.state_at(slice(None), chunk.start)
             cuda_graph_step_begin(self.compile_mode, self.device)
             state = self._refresh_chunk(spaces.map_obs(lambda x: x[:, chunk], buffer.obs), hidden,
                                         buffer.episode_starts[:, chunk], buffer.episode_starts[:, start])
-            for stored, part in zip(buffer.hidden, state):
-                stored[:, start] = part.transpose(0, 1)
+            for stored, column in zip(buffer.hidden, buffer.state_columns(state)):
+                stored[:, start] = column
 
     def _chunk_state(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor,
                      next_starts: torch.Tensor) -> RecurrentState:
