@@ -21,12 +21,12 @@ from recurrent_ppo.models import (
     make_head,
     reset_state,
 )
-from recurrent_ppo.ppo import PPOUpdater, ppo_loss
-from recurrent_ppo.rollout import Evaluator, RolloutCollector
+from recurrent_ppo.ppo import PPOSettings, PPOUpdater, ppo_loss
+from recurrent_ppo.rollout import Evaluator, RolloutCollector, RolloutSettings
 
 __all__ = [
     "GRU", "LSTM", "PRESETS", "ActionOutput", "Agent", "AgentState", "CategoricalHead", "EvaluateOutput", "Evaluator",
-    "GaussianHead", "MultiDiscreteHead", "PPOUpdater", "RecurrentPolicy", "RecurrentState",
-    "RolloutBuffer", "RolloutCollector", "SequenceBatch", "StepResult", "TrainConfig", "VectorEnv", "load_agent",
+    "GaussianHead", "MultiDiscreteHead", "PPOSettings", "PPOUpdater", "RecurrentPolicy", "RecurrentState",
+    "RolloutBuffer", "RolloutCollector", "RolloutSettings", "SequenceBatch", "StepResult", "TrainConfig", "VectorEnv", "load_agent",
     "load_policy", "make_core", "make_encoder", "make_env", "make_head", "ppo_loss", "reset_state", "spaces",
 ]

@@ -12,15 +12,15 @@ process reseeds the same way.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from recurrent_ppo import spaces
 from recurrent_ppo.snapshot import load_tensors, rng_state, save_tensors, set_rng_state
 
-if TYPE_CHECKING:
-    from recurrent_ppo.trainer import Trainer
+Trainer = Any
+"""A `trainer.Trainer` (not imported: the trainer imports this module, and checkpoint.py, which it imports, too)."""
 
 FORMAT = 2
 """The checkpoint format `capture` writes. 0: the first (one LSTM policy described by `policy_args`); 1: the
