@@ -196,7 +196,7 @@ def test_popgym_tasks_start_from_the_popgym_preset_unless_another_is_chosen():
         return parse(list(argv))[0].config
 
     cfg = config("train", "--env", "popgym/RepeatFirstEasy")
-    assert (cfg.preset, cfg.previous_action) == ("popgym", True)
+    assert (cfg.preset, cfg.previous_action, cfg.seq_len) == ("popgym", True, 64)
     assert config("train", "--env", "popgym/RepeatFirstEasy", "--no-previous-action").previous_action is False
     assert config("train", "--preset", "cartpole", "--env", "popgym/RepeatFirstEasy").preset == "cartpole"
     assert config("benchmark").preset == config("benchmark", "--suite", "popgym-hard").preset == "popgym"
