@@ -48,9 +48,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not CUDA:
             item.add_marker(skip_gpu)
-    # The learning tests first (each keeps its place among them): they take up to two minutes each, and handed out
-    # last they would leave one of the parallel workers idle while the other finishes them.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # The learning tests first, longest first (`slow(seconds=...)`). pytest-xdist's worksteal hands each worker a
+    # contiguous share of this list and lets an idle worker take the tail of another's queue, never the test it
+    # runs: a long test started last would leave the other worker idle while it finishes.
+    def order(item) -> tuple[bool, float]:
+        slow = item.get_closest_marker("slow")
+        return slow is None, -(slow.kwargs.get("seconds", 0) if slow else 0)
+
+    items.sort(key=order)
 
 
 @pytest.fixture(autouse=True)

@@ -177,7 +177,7 @@ def test_no_recompiles_after_the_first_iteration(tmp_path):
 def test_an_inductor_run_keeps_the_seed_contract_and_never_recompiles(tmp_path):
     """The LSTM under inductor (what CPU runs use), compiled once for both contracts: the seed ticket's claims on
     the trainer's compiled rollout and loss, then no recompiles over three iterations and evaluations."""
-    trainer = Trainer(tiny_config(tmp_path, num_layers=2))
+    trainer = Trainer(tiny_config(tmp_path))
     policy, buffer, cfg = trainer.policy, trainer.buffer, trainer.cfg
     eager_policy = copy.deepcopy(policy)  # the same weights, never compiled
     eager = PPOUpdater(eager_policy, torch.optim.Adam(eager_policy.parameters()), PPOSettings.of(cfg))

@@ -124,7 +124,7 @@ def test_pendulum_rejects_bad_arguments():
 # --- learning (eager: at 32 envs on one thread these train about as fast eager as compiled, and a cold compile
 # would cost more than their training; the compile contract is tests/test_compile.py's) ------------------------
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_learns_stateless_pendulum_with_memory(tmp_path):
     cfg = PRESETS["stateless-pendulum"].replace(eval_episodes=32, progress=False, run_dir=str(tmp_path / "run"),
                                                 device="cpu", compile_mode="off")

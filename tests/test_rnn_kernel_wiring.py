@@ -194,8 +194,11 @@ def test_compiled_update_holds_the_op_without_breaks_or_recompiles(kind, layers)
     torch._dynamo.reset()
 
 
-@needs_fused
+@pytest.mark.gpu
 def test_compiled_update_under_inductor():
+    """Inductor's code around the fused op, where the op runs in training: CUDA. On the CPU the op runs under the
+    Triton interpreter alone, for tests; there the graph holding it is checked by the test above (AOTAutograd's
+    forward and backward graphs, no break, no recompile) and the op's values by tests/test_rnn_kernels.py."""
     fresh_counters()
     torch.manual_seed(0)
     policy = policy_of("lstm", hidden=8)

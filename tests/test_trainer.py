@@ -7,7 +7,7 @@ import torch
 
 from recurrent_ppo.buffer import RolloutBuffer
 from recurrent_ppo.checkpoint import load_policy, save_checkpoint
-from recurrent_ppo.config import PRESETS, TrainConfig
+from recurrent_ppo.config import TrainConfig
 from recurrent_ppo.envs import CartPole
 from recurrent_ppo.episodes import EpisodeTracker
 from recurrent_ppo.models import RecurrentPolicy
@@ -123,27 +123,17 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"], "no temporary file is left behind"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 def test_learns_stateless_cartpole_with_memory(tmp_path):
     # Eager: the compiled iteration is twice as fast here, but a cold compile costs more than that saves at this
     # budget; what compiling changes is tests/test_compile.py's (the same graphs, no recompiles).
-    cfg = TrainConfig(env="stateless-cartpole", total_steps=327_680, eval_episodes=20, progress=False,
+    cfg = TrainConfig(env="stateless-cartpole", total_steps=163_840, eval_episodes=20, progress=False,
                       run_dir=str(tmp_path / "run"), device="cpu", compile_mode="off")
     summary = Trainer(cfg).train()
-    # Without velocities a memoryless policy stays far below this; the LSTM must infer them. Eager, seeds 1-3
-    # evaluated at 500, 500, 500 (20 episodes), in 37 s each on one thread.
+    # Without velocities a memoryless policy stays far below this; the LSTM must infer them. Eager, one thread,
+    # seeds 1-3 evaluated at 500, 500, 500 (20 episodes; last-100 training returns 464, 487, 449).
     assert summary["episode_return_mean"] >= 300, summary
     assert summary["eval_return_mean"] >= 400, summary
-
-
-@pytest.mark.slow
-def test_learns_the_cue_memory_task(tmp_path):
-    cfg = PRESETS["memory"].replace(eval_episodes=20, progress=False,
-                                    run_dir=str(tmp_path / "run"), device="cpu", compile_mode="off")
-    summary = Trainer(cfg).train()
-    # No memoryless policy earns more than 0.25 (the cue is gone 8 steps before the query). Seeds reach 0.9-1.0
-    # (docs/measurements.md); 0.75 leaves room for noise.
-    assert summary["eval_return_mean"] >= 0.75, summary
 
 
 def test_crashed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, capsys):
