@@ -36,7 +36,6 @@ elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; the
     "${pip[@]}" -e ".[dev]"
 else
     echo "setup: no GPU: installing the CPU torch wheel torch==2.13.0"
-    "${pip[@]}" "torch==2.13.0"
-    "${pip[@]}" -e ".[dev]"
+    "${pip[@]}" "torch==2.13.0" -e ".[dev]"  # one resolve for both
 fi
 "$venv/bin/python" -c "import torch, triton, recurrent_ppo; print(f'setup: torch {torch.__version__}, triton {triton.__version__}, cuda={torch.cuda.is_available()}')"
