@@ -194,14 +194,20 @@ class RolloutBuffer:
         self.final_step.index_copy_(0, slot, self.step_index.expand(self.num_envs))
         self.final_count.add_(truncated.sum())
 
-    def bootstrap_truncations(self, value_after_step: Callable[..., torch.Tensor]) -> torch.Tensor:
+    def bootstrap_truncations(self, value_after_step: Callable[..., torch.Tensor], *,
+                              read_count: bool = False) -> torch.Tensor:
         """Fill `truncated_values` where the rollout truncated: V(final obs) from the state after that step, by
         `value_after_step(obs, hidden, episode_starts, final_obs)` (`RecurrentPolicy.value_after_step`) over all
         `final_rows` kept rows at once: static shapes, nothing waits for the device; rows this rollout did not fill
         land in the spare slot. Returns whether the env truncated more often than the rows hold (a 0-dim bool
         on the device). One batched pass over the rollout's truncations, instead of a second policy pass in every
-        step for the few envs that truncated."""
-        rows = self.final_rows
+        step for the few envs that truncated. With `read_count` (where the host reads the device for free: a CPU
+        device, or an env stepping on the host, which waits for every step anyway) only the filled rows are
+        valued, none when nothing truncated."""
+        overflow = (self.final_count > self.final_rows).reshape(())
+        rows = min(int(self.final_count), self.final_rows) if read_count else self.final_rows
+        if rows == 0:
+            return overflow
         envs, steps = self.final_env[:rows], self.final_step[:rows]
         filled = torch.arange(rows, device=self.device) < self.final_count
         hidden = self.state_at(envs, steps)
@@ -215,7 +221,7 @@ class RolloutBuffer:
         values = value_after_step(obs, hidden, self.episode_starts[envs, steps], final_obs)
         slots = torch.where(filled, envs * self.num_steps + steps, self.num_envs * self.num_steps)
         self.truncated_value_slots.index_copy_(0, slots, values.to(self.truncated_value_slots.dtype))
-        return (self.final_count > rows).reshape(())
+        return overflow
 
     def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
         """Fill `advantages` by GAE; `last_values [num_envs]` = V(obs after the last step)."""

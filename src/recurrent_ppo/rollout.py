@@ -216,7 +216,9 @@ class RolloutCollector:
     def _bootstrap_truncations(self) -> None:
         """Fill `truncated_values` where the rollout truncated (`RolloutBuffer.bootstrap_truncations`); more
         truncations than the buffer's rows set `truncation_overflow`."""
-        self.truncation_overflow |= self.buffer.bootstrap_truncations(self.policy.value_after_step)
+        read_count = self.env.steps_on_host or self.device.type == "cpu"
+        self.truncation_overflow |= self.buffer.bootstrap_truncations(self.policy.value_after_step,
+                                                                      read_count=read_count)
 
     def check(self, iteration: int = -1) -> None:
         """Raise if the env returned a NaN or Inf during the rollout (NonFiniteError naming field, env, step and
