@@ -22,7 +22,8 @@ if ! "$python" -m venv "$venv"; then
     rm -rf "$venv"
     "$python" -m venv --without-pip "$venv"
 fi
-pip=("$venv/bin/python" -m pip install --disable-pip-version-check)
+# --no-compile: pip compiles its files' bytecode one at a time; compileall below uses every core.
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check --no-compile)
 if $host_cuda; then
     echo "setup: using the host interpreter's CUDA torch"
     host_site=$("$python" -c "import site; print('\n'.join(site.getsitepackages()))")
@@ -38,4 +39,8 @@ else
     echo "setup: no GPU: installing the CPU torch wheel torch==2.13.0"
     "${pip[@]}" "torch==2.13.0" -e ".[dev]"  # one resolve for both
 fi
+# The bytecode pip left out, on every core; a file that does not compile (some packages ship files for other
+# Pythons) fails compileall as pip would have skipped it, so its status is ignored.
+site_packages=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+"$venv/bin/python" -m compileall -q -j 0 "$site_packages" >/dev/null || true
 "$venv/bin/python" -c "import torch, triton, recurrent_ppo; print(f'setup: torch {torch.__version__}, triton {triton.__version__}, cuda={torch.cuda.is_available()}')"

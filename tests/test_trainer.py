@@ -123,15 +123,15 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"], "no temporary file is left behind"
 
 
-@pytest.mark.slow(seconds=20)
+@pytest.mark.slow(seconds=15)
 def test_learns_stateless_cartpole_with_memory(tmp_path):
     # Eager: the compiled iteration is twice as fast here, but a cold compile costs more than that saves at this
     # budget; what compiling changes is tests/test_compile.py's (the same graphs, no recompiles).
-    cfg = TrainConfig(env="stateless-cartpole", total_steps=163_840, eval_episodes=20, progress=False,
+    cfg = TrainConfig(env="stateless-cartpole", total_steps=122_880, eval_episodes=20, progress=False,
                       run_dir=str(tmp_path / "run"), device="cpu", compile_mode="off")
     summary = Trainer(cfg).train()
     # Without velocities a memoryless policy stays far below this; the LSTM must infer them. Eager, one thread,
-    # seeds 1-3 evaluated at 500, 500, 500 (20 episodes; last-100 training returns 464, 487, 449).
+    # seeds 1-3 evaluated at 500, 500, 500 (20 episodes; last-100 training returns 364, 374, 365).
     assert summary["episode_return_mean"] >= 300, summary
     assert summary["eval_return_mean"] >= 400, summary
 

@@ -321,7 +321,7 @@ PRESETS: dict[str, TrainConfig] = {
     # sb3-zoo's Pendulum settings otherwise (lr 1e-3, 10 epochs, no entropy bonus).
     "stateless-pendulum": TrainConfig(env="stateless-pendulum", normalize_rewards=False, reward_scale=0.1,
                                       total_steps=163_840, learning_rate=1e-3, gamma=0.9, ent_coef=0.0,
-                                      update_epochs=10, num_minibatches=8),
+                                      update_epochs=10, num_minibatches=4),
     # Gymnasium's toy-text and classic-control envs (stepped on the host).
     "gym-cartpole": TrainConfig(env="gym:CartPole-v1", normalize_rewards=False, reward_scale=0.1,
                                 total_steps=204_800),
