@@ -84,16 +84,7 @@ class RolloutBuffer:
         self.rewards = alloc(n, t)
         self.terminated = alloc(n, t, dtype=torch.bool)
         self.truncated = alloc(n, t, dtype=torch.bool)
-        # One slot past the [N, T] values takes the bootstrap's rows that hold no truncation of this rollout.
-        self.truncated_value_slots = alloc(n * t + 1)
-        self.truncated_values = self.truncated_value_slots[:n * t].view(n, t)
-        self.final_rows = truncation_rows(n, t, max_episode_steps)
-        # Row final_rows is spare: every env not truncated at a step writes there, and truncations past the rows.
-        self.final_obs = spaces.zeros(obs_space, (self.final_rows + 1,), self.device)
-        self.final_env = alloc(self.final_rows + 1, dtype=torch.int64)
-        self.final_step = alloc(self.final_rows + 1, dtype=torch.int64)
-        self.final_count = alloc(1, dtype=torch.int64)
-        self.env_ids = torch.arange(n, device=self.device)
+        self._allocate_truncations(obs_space, max_episode_steps)
         self.episode_starts = alloc(n, t, dtype=torch.bool)
         # One tensor per state tensor of the core: hidden_h, hidden_c (LSTM) or hidden_h (GRU).
         self.hidden_names = tuple(f"hidden_{name}" for name in CORES[core].state_names)
@@ -104,6 +95,21 @@ class RolloutBuffer:
         # The step `write` fills, on the device: a compiled (CUDA-graphed) rollout step writes the buffer without
         # the host, which keeps its own count in `pos`.
         self.step_index = alloc(1, dtype=torch.int64)
+
+    def _allocate_truncations(self, obs_space: Space, max_episode_steps: int | None) -> None:
+        """The truncation bootstrap's storage: the final observations of truncated envs, compactly, with each
+        one's env and step, and the values they get."""
+        n, t, device = self.num_envs, self.num_steps, self.device
+        # One slot past the [N, T] values takes the bootstrap's rows that hold no truncation of this rollout.
+        self.truncated_value_slots = torch.zeros(n * t + 1, device=device)
+        self.truncated_values = self.truncated_value_slots[:n * t].view(n, t)
+        self.final_rows = truncation_rows(n, t, max_episode_steps)
+        # Row final_rows is spare: every env not truncated at a step writes there, and truncations past the rows.
+        self.final_obs = spaces.zeros(obs_space, (self.final_rows + 1,), device)
+        self.final_env = torch.zeros(self.final_rows + 1, dtype=torch.int64, device=device)
+        self.final_step = torch.zeros(self.final_rows + 1, dtype=torch.int64, device=device)
+        self.final_count = torch.zeros(1, dtype=torch.int64, device=device)
+        self.env_ids = torch.arange(n, device=device)
 
     @classmethod
     def for_policy(cls, policy: RecurrentPolicy, num_envs: int, num_steps: int, device: torch.device | str,
