@@ -76,18 +76,36 @@ def test_an_empty_suite_is_refused(tmp_path):
         run_benchmark([], 1, TrainConfig(), tmp_path)
 
 
-def test_benchmark_command_trains_the_memory_suite(tmp_path, capsys):
+def test_benchmark_command_trains_the_memory_suite_two_runs_at_a_time(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["benchmark", "--suite", "memory", "--seeds", "1", "--steps", "256", "--num-envs", "4",
                  "--num-steps", "32", "--seq-len", "8", "--num-minibatches", "2", "--hidden-dim", "8",
                  "--update-epochs", "1", "--eval-episodes", "2", "--device", "cpu", "--compile-mode", "off",
-                 "--out", str(out)]) == 0
+                 "--processes", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "benchmark memory: 2 tasks x 1 seeds of 256 steps" in printed
+    assert "2 runs, 2 at a time, each in a process of its own" in printed
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [row["task"] for row in rows] == ["memory", "stateless-cartpole"]
+    assert [row["task"] for row in rows] == ["memory", "stateless-cartpole"], "the suite's order, however they end"
     assert all(len(row["final_returns"]) == 1 for row in rows)
-    assert (out / "runs" / "memory-s1" / "metrics.jsonl").is_file()
+    assert all((out / "runs" / f"{task}-s1" / "metrics.jsonl").is_file() for task in ("memory", "stateless-cartpole"))
+    assert main(["benchmark", "--processes", "0"]) == 2
+    assert "--processes 0 must be >= 1" in capsys.readouterr().err
+
+
+def test_each_benchmark_process_takes_its_share_of_the_cores(monkeypatch):
+    from recurrent_ppo import benchmark
+
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(benchmark, "available_cores", lambda: 16)
+        benchmark.share_threads(2)
+        assert torch.get_num_threads() == 8
+        monkeypatch.setattr(benchmark, "available_cores", lambda: 2)
+        benchmark.share_threads(4)
+        assert torch.get_num_threads() == 1, "at least one"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_compiled_runs_one_after_another_do_not_pile_up_recompiles(tmp_path):

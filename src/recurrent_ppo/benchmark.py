@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from recurrent_ppo.config import TrainConfig
+from recurrent_ppo.envs.host_workers import available_cores
 from recurrent_ppo.envs.popgym.published import CHANGED_SINCE, PUBLISHED
 from recurrent_ppo.plot import read_metrics
 
@@ -183,26 +186,62 @@ def sampled_evaluation(trainer) -> float:
 
 def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path,
                   say: Callable[[str], None] = print,
-                  train: Callable[[TrainConfig], SeedRun] = train_once) -> list[TaskResult]:
+                  train: Callable[[TrainConfig], SeedRun] = train_once, processes: int = 1) -> list[TaskResult]:
     """Train each task for seeds 1..`seeds` from `base` (its env and seed replaced, each run in OUT/runs/), and
-    write results.json, results.md and curves.png to `out_dir`."""
+    write results.json, results.md and curves.png to `out_dir` after every task. `processes` > 1 trains that many
+    runs at a time, each in a process of its own with an equal share of the CPU's cores for torch's threads;
+    `train` must then be a module-level function (it is pickled to them). A run that fails stops the suite once
+    the runs in progress have ended."""
     if not tasks:
         raise ValueError("the suite has no tasks: are its envs registered in recurrent_ppo.envs.ENVS?")
+    if processes < 1:
+        raise ValueError(f"processes={processes} must be >= 1")
+    runs = {(task, seed): base.replace(env=task, seed=seed, progress=False,
+                                       run_dir=str(out_dir / "runs" / f"{task.replace('/', '-')}-s{seed}")).validate()
+            for task in tasks for seed in range(1, seeds + 1)}
+    total, start = len(runs), time.perf_counter()
+
+    def finished(done: int, cfg: TrainConfig, run: SeedRun) -> None:
+        say(f"[{done}/{total}] {cfg.env} seed {cfg.seed}: final return {run.final_return:.3f}, {run.sps:,.0f} "
+            f"steps/s, {time.perf_counter() - start:.0f} s so far")
+
+    if processes == 1:
+        def trained() -> Iterator[SeedRun]:
+            for done, cfg in enumerate(runs.values()):
+                say(f"[{done + 1}/{total}] {cfg.env} seed {cfg.seed} ({cfg.total_steps:,} steps)")
+                run = train(cfg)
+                finished(done + 1, cfg, run)
+                yield run
+        return tabulate(tasks, seeds, trained(), out_dir)
+    say(f"{total} runs, {processes} at a time, each in a process of its own")
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=share_threads,
+                             initargs=(processes,)) as pool:
+        futures = [pool.submit(train, cfg) for cfg in runs.values()]  # started in suite order
+        try:
+            def collected() -> Iterator[SeedRun]:
+                for done, (cfg, future) in enumerate(zip(runs.values(), futures)):
+                    run = future.result()
+                    finished(done + 1, cfg, run)
+                    yield run
+            return tabulate(tasks, seeds, collected(), out_dir)
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+def share_threads(processes: int) -> None:
+    """A benchmark process's torch threads: its share of the cores this process may use, at least one."""
+    torch.set_num_threads(max(1, available_cores() // processes))
+
+
+def tabulate(tasks: list[str], seeds: int, runs: Iterator[SeedRun], out_dir: Path) -> list[TaskResult]:
+    """Group `runs` (each task's seeds in order, task after task) into results, written after every task: a
+    stopped benchmark keeps what it finished."""
     results = []
-    total, done, start = len(tasks) * seeds, 0, time.perf_counter()
     for task in tasks:
         result = TaskResult(task, memoryless=memoryless_return(task))
-        for seed in range(1, seeds + 1):
-            run_dir = out_dir / "runs" / f"{task.replace('/', '-')}-s{seed}"
-            cfg = base.replace(env=task, seed=seed, run_dir=str(run_dir), progress=False).validate()
-            say(f"[{done + 1}/{total}] {task} seed {seed} ({cfg.total_steps:,} steps)")
-            run = train(cfg)
-            result.runs.append(run)
-            done += 1
-            say(f"[{done}/{total}] {task} seed {seed}: final return {run.final_return:.3f}, {run.sps:,.0f} steps/s, "
-                f"{time.perf_counter() - start:.0f} s so far")
+        result.runs.extend(next(runs) for _ in range(seeds))
         results.append(result)
-        write_results(results, out_dir)  # after every task: a stopped benchmark keeps what it finished
+        write_results(results, out_dir)
     return results
 
 

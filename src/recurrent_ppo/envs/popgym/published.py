@@ -5,7 +5,9 @@ the MMER (the maximum over training of the mean episodic return) of RLlib's PPO 
 the mean of 3 trials of 15M steps, with the previous action in the observation. The figures are as transcribed for
 this project; the stored copies of the paper reachable here end before its appendix, so they are unchecked against
 it. The ports follow today's popgym: its CountRecall has one more card count in the action space than the paper's,
-and its MineSweeper another step limit, so those rows compare like with nearly like.
+and its MineSweeper another step limit, so those rows compare like with nearly like. popgym also changed
+CountRecall's reward between the paper's submission and its arXiv version (commit 7c9043c, "Make count recall
+harder"); which of the two rewards the paper's figure used is not known here.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ PUBLISHED: dict[str, PublishedScore] = {
 """Published MMER by port name, where the paper states it."""
 
 CHANGED_SINCE = {
-    "popgym/CountRecallEasy": "popgym has since added a card count to the action space",
+    "popgym/CountRecallEasy": "popgym has since added a card count to the action space (and changed the reward "
+                               "around the paper's time)",
 }
 """Ports whose task has changed in popgym since the paper, and how."""
