@@ -27,8 +27,11 @@ def test_results_tabulate_mean_and_std_over_seeds(tmp_path):
 
     lines = []
     results = run_benchmark(["memory", "cartpole"], 2, TrainConfig(), tmp_path, say=lines.append, train=fake_train)
-    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    written = json.loads((tmp_path / "results.json").read_text())
+    rows = written["rows"]
     assert [row["task"] for row in rows] == ["memory", "cartpole"]
+    assert 0 <= written["seconds"] < 60, "the suite's wall-clock"
+    assert (tmp_path / "results.md").read_text().endswith("\n4 runs in 0 s of wall-clock.\n")
     assert rows[0]["final_return_mean"] == 2.0 and rows[0]["final_return_std"] == 1.0
     assert rows[0]["steps_to_reach"] == 200 and rows[0]["sps"] == 1500.0
     assert rows[1]["final_return_std"] == 0.0

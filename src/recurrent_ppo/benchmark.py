@@ -212,7 +212,7 @@ def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path
                 run = train(cfg)
                 finished(done + 1, cfg, run)
                 yield run
-        return tabulate(tasks, seeds, trained(), out_dir)
+        return tabulate(tasks, seeds, trained(), out_dir, start)
     say(f"{total} runs, {processes} at a time, each in a process of its own")
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=share_threads,
                              initargs=(processes,)) as pool:
@@ -223,7 +223,7 @@ def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path
                     run = future.result()
                     finished(done + 1, cfg, run)
                     yield run
-            return tabulate(tasks, seeds, collected(), out_dir)
+            return tabulate(tasks, seeds, collected(), out_dir, start)
         finally:
             pool.shutdown(cancel_futures=True)
 
@@ -233,15 +233,16 @@ def share_threads(processes: int) -> None:
     torch.set_num_threads(max(1, available_cores() // processes))
 
 
-def tabulate(tasks: list[str], seeds: int, runs: Iterator[SeedRun], out_dir: Path) -> list[TaskResult]:
-    """Group `runs` (each task's seeds in order, task after task) into results, written after every task: a
-    stopped benchmark keeps what it finished."""
+def tabulate(tasks: list[str], seeds: int, runs: Iterator[SeedRun], out_dir: Path,
+             start: float) -> list[TaskResult]:
+    """Group `runs` (each task's seeds in order, task after task) into results, written after every task with the
+    wall-clock seconds since `start` (time.perf_counter): a stopped benchmark keeps what it finished."""
     results = []
     for task in tasks:
         result = TaskResult(task, memoryless=memoryless_return(task))
         result.runs.extend(next(runs) for _ in range(seeds))
         results.append(result)
-        write_results(results, out_dir)
+        write_results(results, out_dir, time.perf_counter() - start)
     return results
 
 
@@ -280,13 +281,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n" + (legend if any(row.get("published_ppo_gru") is not None for row in rows) else "")
 
 
-def write_results(results: list[TaskResult], out_dir: Path) -> None:
+def write_results(results: list[TaskResult], out_dir: Path, seconds: float) -> None:
+    """results.json (the rows, the curves and the suite's wall-clock `seconds` so far), results.md, curves.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [result.row() for result in results]
     curves = {result.task: [{"seed": run.seed, "steps": run.steps, "seconds": run.seconds, "returns": run.returns}
                             for run in result.runs] for result in results}
-    (out_dir / "results.json").write_text(json.dumps({"rows": rows, "curves": curves}, indent=1))
-    (out_dir / "results.md").write_text(markdown_table(rows))
+    (out_dir / "results.json").write_text(json.dumps({"rows": rows, "curves": curves, "seconds": seconds}, indent=1))
+    runs = sum(len(result.runs) for result in results)
+    (out_dir / "results.md").write_text(markdown_table(rows) + f"\n{runs} runs in {seconds:,.0f} s of wall-clock.\n")
     plot_curves(results, out_dir / "curves.png")
 
 
