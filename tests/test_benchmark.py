@@ -74,6 +74,19 @@ def test_a_published_score_never_reached_says_so():
     assert "| 1.000 / 1.000 (GRU) | not reached |" in markdown_table([row])
 
 
+def test_published_scores_are_reached_at_the_precision_the_paper_prints():
+    from recurrent_ppo.benchmark import TaskResult
+
+    # A return of float32 rewards summed to one lands under 1.0; the paper prints 1.000 and 0.995.
+    whole = TaskResult("popgym/RepeatFirstEasy", [SeedRun(1, 1.0, [100, 200], [1.0, 2.0], [0.5, 0.9999992], sps=1.0)])
+    assert whole.row()["reached_ppo_gru"] and whole.row()["steps_to_ppo_gru"] == 200
+    near = [SeedRun(seed, 0.0, [100], [1.0], [mmer], sps=1.0) for seed, mmer in ((1, 0.9953), (2, 0.9944))]
+    assert TaskResult("popgym/NoisyPositionOnlyCartPoleEasy", near).row()["reached_ppo_gru"], "mean 0.99485"
+    below = [SeedRun(1, 0.0, [100], [1.0], [0.99449], sps=1.0)]
+    row = TaskResult("popgym/NoisyPositionOnlyCartPoleEasy", below).row()
+    assert not row["reached_ppo_gru"] and row["seeds_reaching_ppo_gru"] == 0
+
+
 def test_an_empty_suite_is_refused(tmp_path):
     with pytest.raises(ValueError, match="the suite has no tasks"):
         run_benchmark([], 1, TrainConfig(), tmp_path)
