@@ -206,9 +206,9 @@ def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path
         raise ValueError("the suite has no tasks: are its envs registered in recurrent_ppo.envs.ENVS?")
     if processes < 1:
         raise ValueError(f"processes={processes} must be >= 1")
-    runs = {(task, seed): base.replace(env=task, seed=seed, progress=False,
-                                       run_dir=str(out_dir / "runs" / f"{task.replace('/', '-')}-s{seed}")).validate()
-            for task in tasks for seed in range(1, seeds + 1)}
+    runs = [base.replace(env=task, seed=seed, progress=False,
+                         run_dir=str(out_dir / "runs" / f"{task.replace('/', '-')}-s{seed}")).validate()
+            for task in tasks for seed in range(1, seeds + 1)]
     total, start = len(runs), time.perf_counter()
 
     def finished(done: int, cfg: TrainConfig, run: SeedRun) -> None:
@@ -217,7 +217,7 @@ def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path
 
     if processes == 1:
         def trained() -> Iterator[SeedRun]:
-            for done, cfg in enumerate(runs.values()):
+            for done, cfg in enumerate(runs):
                 say(f"[{done + 1}/{total}] {cfg.env} seed {cfg.seed} ({cfg.total_steps:,} steps)")
                 run = train(cfg)
                 finished(done + 1, cfg, run)
@@ -226,10 +226,10 @@ def run_benchmark(tasks: list[str], seeds: int, base: TrainConfig, out_dir: Path
     say(f"{total} runs, {processes} at a time, each in a process of its own")
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=share_threads,
                              initargs=(processes,)) as pool:
-        futures = [pool.submit(train, cfg) for cfg in runs.values()]  # started in suite order
+        futures = [pool.submit(train, cfg) for cfg in runs]  # started in suite order
         try:
             def collected() -> Iterator[SeedRun]:
-                for done, (cfg, future) in enumerate(zip(runs.values(), futures)):
+                for done, (cfg, future) in enumerate(zip(runs, futures)):
                     run = future.result()
                     finished(done + 1, cfg, run)
                     yield run
