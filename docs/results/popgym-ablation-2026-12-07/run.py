@@ -1,4 +1,5 @@
-"""Greedy one-change-at-a-time ablation on three POPGym Easy tasks (background, one thread)."""
+"""The first and second rounds of the one-change-at-a-time ablation on three POPGym Easy tasks (background, one
+thread): `python run.py VARIANT...`; the second round ran A3, A7, A4, A5, A8 and A9."""
 import json, math, sys, time
 from pathlib import Path
 import torch
@@ -17,6 +18,8 @@ VARIANTS = {
     "A5-prev-seq64-ent0": dict(previous_action=True, seq_len=64, ent_coef=0.0),
     "A6-prev-seq128": dict(previous_action=True, seq_len=128),
     "A7-prev-seq128-h256": dict(previous_action=True, seq_len=128, hidden_dim=256),
+    "A8-prev-seq64-epochs8": dict(previous_action=True, seq_len=64, update_epochs=8),
+    "A9-prev-seq64-gru": dict(previous_action=True, seq_len=64, core="gru"),
 }
 out = Path("/work/ablation/results.jsonl")
 done = {(r["variant"], r["task"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
