@@ -48,14 +48,34 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not CUDA:
             item.add_marker(skip_gpu)
-    # The learning tests first, longest first (`slow(seconds=...)`). pytest-xdist's worksteal hands each worker a
-    # contiguous share of this list and lets an idle worker take the tail of another's queue, never the test it
-    # runs: a long test started last would leave the other worker idle while it finishes.
-    def order(item) -> tuple[bool, float]:
-        slow = item.get_closest_marker("slow")
-        return slow is None, -(slow.kwargs.get("seconds", 0) if slow else 0)
+    items[:] = balanced_order(items, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
-    items.sort(key=order)
+
+def balanced_order(items: list, workers: int) -> list:
+    """The order that lets `workers` pytest-xdist workers under worksteal finish together. worksteal hands each
+    worker a contiguous share of the list (by count) and lets an idle worker take the tail of another's queue,
+    never its next two tests: a long test started late leaves the other worker idle while it finishes. So the long
+    tests (`slow(seconds=...)`) go to the shares, longest first to the least loaded, each at its share's head, and
+    the short tests fill the shares in their collected order (a module's tests stay together)."""
+
+    def seconds(item) -> float:
+        return item.get_closest_marker("slow").kwargs["seconds"]
+
+    slow = sorted((item for item in items if item.get_closest_marker("slow")), key=seconds, reverse=True)
+    short = [item for item in items if not item.get_closest_marker("slow")]
+    heads: list[list] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for item in slow:
+        share = loads.index(min(loads))
+        heads[share].append(item)
+        loads[share] += seconds(item)
+    ordered, left = [], len(items)
+    for share, head in enumerate(heads):
+        size = left // (workers - share)  # worksteal's split: len(pending) // workers still to serve
+        fill = max(0, size - len(head))
+        ordered += head + short[:fill]
+        short, left = short[fill:], left - size
+    return ordered + short
 
 
 @pytest.fixture(autouse=True)

@@ -71,6 +71,7 @@ def tiny_run(tmp_path_factory, worker_id) -> tuple[dict, str]:
     return json.loads(out.read_text()), stdout.read_text()
 
 
+@pytest.mark.slow(seconds=12)
 def test_suites_record_expected_benchmarks(tiny_run):
     data, _ = tiny_run
     names = {b["name"] for b in data["benchmarks"]}
@@ -335,6 +336,7 @@ def test_cleanrl_agent_matches_our_policy_with_resets():
 
 # --- the GAE lab (bench/gae_lab): floor, sweep and PTX scripts ---------------------------------------------------
 
+@pytest.mark.slow(seconds=16)
 def test_gae_sweep_checks_every_candidate_config(tmp_path, monkeypatch):
     """Every tile the sweep would time, the op's and the lab's, gives the float64 reference's advantages (the
     interpreter on CPU), at a size where each time tile crosses a chunk boundary and each env tile of 2 or more
@@ -586,6 +588,7 @@ def test_the_sweep_summary_names_the_op_kernels_fastest_tile_beside_the_fastest(
                                                                                         "1x32/w1", "6.00")
 
 
+@pytest.mark.slow(seconds=6)
 def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_written(tmp_path):
     """Compiled for an H100 (sm_90) here, without one: with time ascending along the tile, each thread loads
     rewards and values and stores both outputs as 16-byte vectors, in fewer memory instructions than the
@@ -610,6 +613,7 @@ def test_ascending_tiles_move_16_byte_vectors_and_torch_sees_only_the_outputs_wr
     assert global_accesses(vectorized) < global_accesses(rows[descending]["instructions"]) / 2, rows
 
 
+@pytest.mark.slow(seconds=5)
 def test_advantages_only_kernel_stores_one_vector_and_torch_sees_only_advantages_written(tmp_path):
     """With returns=False (the trainer's call) the op's kernel and the lab's ascending one store advantages alone,
     one 16-byte vector per thread on the ascending tile, and torch.compile's analysis finds nothing else written:

@@ -92,6 +92,7 @@ def test_an_empty_suite_is_refused(tmp_path):
         run_benchmark([], 1, TrainConfig(), tmp_path)
 
 
+@pytest.mark.slow(seconds=6)
 def test_benchmark_command_trains_the_memory_suite_two_runs_at_a_time(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["benchmark", "--suite", "memory", "--seeds", "1", "--steps", "256", "--num-envs", "4",
@@ -124,6 +125,7 @@ def test_each_benchmark_process_takes_its_share_of_the_cores(monkeypatch):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow(seconds=5)
 def test_compiled_runs_one_after_another_do_not_pile_up_recompiles(tmp_path):
     # Each run compiles the same functions of new modules; without a reset between runs the guards pile up on the
     # same code objects and a later run hits the recompile limit (the ninth task of a suite, at the limit of 8).

@@ -2,6 +2,7 @@
 
 import io
 
+import pytest
 
 from recurrent_ppo.console import Console, progress_line
 from tests.helpers import train_process
@@ -30,8 +31,9 @@ def test_disabled_console_prints_nothing():
         console.say("hello")
     assert stream.getvalue() == ""
 
+@pytest.mark.slow(seconds=5)
 def test_the_console_prints_lines_to_a_log_file(tmp_path):
-    proc = train_process(tmp_path / "run", "--compile-mode", "default", "--compile-backend", "aot_eager",
+    proc = train_process(tmp_path / "run", "--compile-mode", "default", "--compile-backend", "eager",
                          "--total-steps", str(4 * 16 * 3), "--log-every", "2")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -53,6 +54,7 @@ def test_gradients_average_and_drift_is_caught(tmp_path):
         assert rank["drift_error"] is not None and "drifted apart" in rank["drift_error"]
 
 
+@pytest.mark.slow(seconds=13)
 def test_torchrun_trains_two_processes_and_rank_zero_reports(tmp_path):
     # Compiled (aot_eager: Dynamo's and AOTAutograd's graphs without inductor's codegen): the gradient averaging,
     # broadcast and drift check run outside the compiled graphs, the same code as an eager run's.

@@ -124,12 +124,14 @@ def test_pendulum_rejects_bad_arguments():
 # --- learning (eager: at 32 envs on one thread these train about as fast eager as compiled, and a cold compile
 # would cost more than their training; the compile contract is tests/test_compile.py's) ------------------------
 
-@pytest.mark.slow(seconds=37)
+@pytest.mark.slow(seconds=22)
 def test_learns_stateless_pendulum_with_memory(tmp_path):
-    cfg = PRESETS["stateless-pendulum"].replace(eval_episodes=32, progress=False, run_dir=str(tmp_path / "run"),
-                                                device="cpu", compile_mode="off")
+    # The preset with a 64-wide LSTM, 40% less time on one thread than the preset's 128: the Gaussian head and the
+    # velocity the core infers are what this checks, not the width.
+    cfg = PRESETS["stateless-pendulum"].replace(hidden_dim=64, eval_episodes=32, progress=False,
+                                                run_dir=str(tmp_path / "run"), device="cpu", compile_mode="off")
     summary = Trainer(cfg).train()
     # A random policy returns about -1200 to -1500 per 200-step episode; without the velocity the LSTM must infer
-    # it from successive angles. Eager, seeds 1-3 evaluated at -227, -227, -191 (32 episodes) after the preset's
-    # 164k steps.
+    # it from successive angles. Eager, seeds 1-3 evaluated at -302, -216, -217 (32 episodes) after the preset's
+    # 164k steps (at the preset's width: -227, -227, -191).
     assert summary["eval_return_mean"] >= -400, summary

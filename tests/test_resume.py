@@ -22,9 +22,11 @@ def run_record(run_dir: Path) -> tuple[list[dict], dict[str, torch.Tensor]]:
 # the carried state are what a resume depends on, without three cold inductor compiles (one per process). The
 # compiled run normalizes observations too: the normalizer's statistics are carried state the compiled step updates
 # in place, and they are saved and restored by the code an eager run uses.
-@pytest.mark.parametrize("mode,options", [("off", ()),
-                                          ("default", ("--compile-backend", "aot_eager", "--normalize-obs"))],
-                         ids=["eager", "compiled-normalize-obs"])
+@pytest.mark.parametrize("mode,options", [
+    pytest.param("off", (), id="eager", marks=pytest.mark.slow(seconds=7)),
+    pytest.param("default", ("--compile-backend", "aot_eager", "--normalize-obs"), id="compiled-normalize-obs",
+                 marks=pytest.mark.slow(seconds=17)),
+])
 def test_a_killed_run_resumes_bitwise_as_the_uninterrupted_one(tmp_path, mode, options):
     flags = ("--compile-mode", mode, "--total-steps", str(4 * 16 * 8), "--checkpoint-every", "3", "--no-progress",
              *options)

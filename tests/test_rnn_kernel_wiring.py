@@ -174,7 +174,7 @@ def fresh_counters():
 
 
 @needs_fused
-@pytest.mark.parametrize("kind,layers", [("lstm", 2), ("gru", 1)])
+@pytest.mark.parametrize("kind,layers", [pytest.param("lstm", 2, marks=pytest.mark.slow(seconds=6)), ("gru", 1)])
 def test_compiled_update_holds_the_op_without_breaks_or_recompiles(kind, layers):
     fresh_counters()
     torch.manual_seed(0)
