@@ -56,19 +56,24 @@ def balanced_order(items: list, workers: int) -> list:
     worker a contiguous share of the list (by count) and lets an idle worker take the tail of another's queue,
     never its next two tests: a long test started late leaves the other worker idle while it finishes. So the long
     tests (`slow(seconds=...)`) go to the shares, longest first to the least loaded, each at its share's head, and
-    the short tests fill the shares in their collected order (a module's tests stay together)."""
+    the short tests fill the shares in their collected order (a module's tests stay together). Long tests marked
+    `together=<name>` share one worker: the cold inductor compiles, of which the first in a process pays for
+    what the others reuse (the precompiled header, the compile workers) and two at once contend for the cores."""
 
     def seconds(item) -> float:
         return item.get_closest_marker("slow").kwargs["seconds"]
 
-    slow = sorted((item for item in items if item.get_closest_marker("slow")), key=seconds, reverse=True)
+    units: dict[str, list] = {}
+    for item in items:
+        if slow := item.get_closest_marker("slow"):
+            units.setdefault(slow.kwargs.get("together", item.nodeid), []).append(item)
     short = [item for item in items if not item.get_closest_marker("slow")]
     heads: list[list] = [[] for _ in range(workers)]
     loads = [0.0] * workers
-    for item in slow:
+    for unit in sorted(units.values(), key=lambda unit: sum(map(seconds, unit)), reverse=True):
         share = loads.index(min(loads))
-        heads[share].append(item)
-        loads[share] += seconds(item)
+        heads[share] += sorted(unit, key=seconds, reverse=True)
+        loads[share] += sum(map(seconds, unit))
     ordered, left = [], len(items)
     for share, head in enumerate(heads):
         size = left // (workers - share)  # worksteal's split: len(pending) // workers still to serve

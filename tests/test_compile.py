@@ -174,7 +174,7 @@ def test_no_recompiles_after_the_first_iteration(tmp_path):
     no_recompiles_after_the_first_iteration(Trainer(tiny_config(tmp_path, core="gru", compile_backend="aot_eager")))
 
 
-@pytest.mark.slow(seconds=33)
+@pytest.mark.slow(seconds=33, together="inductor")
 def test_an_inductor_run_keeps_the_seed_contract_and_never_recompiles(tmp_path):
     """The LSTM under inductor (what CPU runs use), compiled once for both contracts: the seed ticket's claims on
     the trainer's compiled rollout and loss, then no recompiles over three iterations and evaluations."""
@@ -272,7 +272,7 @@ def seed_contract(device, mode, core="lstm", backend="inductor"):
                      batch.actions).log_prob.sum().backward()
 
 
-@pytest.mark.slow(seconds=11)
+@pytest.mark.slow(seconds=8, together="inductor")
 def test_compiled_rollout_fills_the_buffer_as_eager_does():
     """The compiled step writes the buffer and the carry inside its graph: two rollouts of it, with inductor's
     random numbers drawn as eager draws them, leave every field as the eager rollout does."""

@@ -107,7 +107,7 @@ def test_no_graph_breaks_nor_recompiles_across_iterations(obs_space, action_spac
 
 
 @pytest.mark.parametrize("head,backend", [
-    pytest.param("multidiscrete-masked", "inductor", marks=pytest.mark.slow(seconds=34)),
+    pytest.param("multidiscrete-masked", "inductor", marks=pytest.mark.slow(seconds=25, together="inductor")),
     ("gaussian", "aot_eager"),
 ])
 def test_compiled_heads_compute_what_eager_does(head, backend):
