@@ -12,8 +12,8 @@ CORES = ["lstm", "gru"]
 STATE_SIZE = {"lstm": 2, "gru": 1}
 
 
-def make_policy(obs_dim=3, num_actions=4, hidden_dim=8, num_layers=2, core="lstm"):
-    return RecurrentPolicy(Box((obs_dim,)), Discrete(num_actions), hidden_dim, num_layers, core)
+def make_policy(obs_dim=3, num_actions=4, hidden_dim=8, num_layers=2, core="lstm", skip_core=False):
+    return RecurrentPolicy(Box((obs_dim,)), Discrete(num_actions), hidden_dim, num_layers, core, skip_core=skip_core)
 
 
 def random_state(core, layers, batch, hidden):
@@ -52,10 +52,11 @@ def test_get_action_shapes_and_reset(core):
         assert_close(from_reset.hidden[0][:, env], from_zeros.hidden[0][:, env], f"h of reset env {env}")
 
 
+@pytest.mark.parametrize("skip_core", [False, True], ids=["", "skip"])
 @pytest.mark.parametrize("core", CORES)
-def test_step_by_step_get_action_equals_evaluate_actions(core):
+def test_step_by_step_get_action_equals_evaluate_actions(core, skip_core):
     torch.manual_seed(2)
-    policy = make_policy(core=core)
+    policy = make_policy(core=core, skip_core=skip_core)
     batch, seq = 5, 11
     obs = torch.randn(batch, seq, 3)
     starts = torch.rand(batch, seq) < 0.25
@@ -75,6 +76,21 @@ def test_step_by_step_get_action_equals_evaluate_actions(core):
     assert_close(ev.value, torch.stack(values, 1), "value", rtol=1e-5, atol=1e-6)
     for i, (got, want) in enumerate(zip(ev.hidden, hidden, strict=True)):
         assert_close(got, want, f"final state tensor {i}", rtol=1e-5, atol=1e-6)
+
+
+def test_skip_core_adds_the_encoders_features_to_the_core_output():
+    """The same parameters as without it (a policy saved either way loads into the other); only the heads' input
+    differs, by the encoder's features."""
+    torch.manual_seed(3)
+    plain, skip = make_policy(), make_policy(skip_core=True)
+    skip.load_state_dict(plain.state_dict())
+    obs, starts, h0 = torch.randn(4, 5, 3), torch.rand(4, 5) < 0.3, random_state("lstm", 2, 4, 8)
+    (out, state), (skip_out, skip_state) = plain.features(obs, h0, starts), skip.features(obs, h0, starts)
+    assert_close(skip_out, out + plain.encoder(obs), "core output plus encoder features")
+    for got, want in zip(skip_state, state, strict=True):
+        assert torch.equal(got, want), "the recurrent state is the core's alone"
+    assert skip.spec() == {**plain.spec(), "skip_core": True}
+    assert RecurrentPolicy.from_spec(skip.spec()).skip_core
 
 
 @pytest.mark.parametrize("core", CORES)

@@ -185,17 +185,17 @@ def test_restored_optimizer_follows_the_annealed_learning_rate(tmp_path):
     assert float(second.lr) == pytest.approx(second.cfg.learning_rate * 0.5)
 
 
-@pytest.mark.parametrize("env,core", [("gym:Taxi-v4", "gru"), ("gym:Pendulum-v1", "lstm")],
-                         ids=["masked-discrete-gru", "box-actions-lstm"])
-def test_the_checkpoint_rebuilds_any_policy_for_eval_and_resume(tmp_path, capsys, env, core):
+@pytest.mark.parametrize("env,core,skip_core", [("gym:Taxi-v4", "gru", False), ("gym:Pendulum-v1", "lstm", True)],
+                         ids=["masked-discrete-gru", "box-actions-lstm-skip"])
+def test_the_checkpoint_rebuilds_any_policy_for_eval_and_resume(tmp_path, capsys, env, core, skip_core):
     from recurrent_ppo.cli import main
 
     pytest.importorskip("gymnasium")
     run = tmp_path / "run"
-    trainer = Trainer(small_config(tmp_path, env=env, core=core, eval_episodes=0))
+    trainer = Trainer(small_config(tmp_path, env=env, core=core, skip_core=skip_core, eval_episodes=0))
     trainer.train()
     policy = load_policy(run)
-    assert policy.spec() == trainer.policy.spec() and policy.core_kind == core
+    assert policy.spec() == trainer.policy.spec() and (policy.core_kind, policy.skip_core) == (core, skip_core)
     assert policy.obs_space == trainer.policy.obs_space and policy.action_space == trainer.policy.action_space
     for name, value in trainer.policy.state_dict().items():
         assert torch.equal(policy.state_dict()[name], value), name
@@ -220,6 +220,15 @@ def test_a_first_format_checkpoint_loads_as_its_policy_spec(tmp_path):
     assert loaded.spec() == policy.spec()
     for name, value in policy.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_a_checkpoint_from_before_skip_core_loads_without_it(tmp_path):
+    """Format 2 specs have no "skip_core": they load as policies without the skip, and resume as such."""
+    policy = RecurrentPolicy(Box((2,)), Discrete(3), hidden_dim=8)
+    spec = {key: value for key, value in policy.spec().items() if key != "skip_core"}
+    save_checkpoint(tmp_path / "checkpoint.pt", {"format": 2, "policy": policy.state_dict(), "policy_spec": spec,
+                                                 "config": {}, "global_step": 0})
+    assert load_policy(tmp_path).spec() == {**spec, "skip_core": False}
 
 
 def test_target_kl_stops_the_updates_on_the_device(tmp_path):

@@ -54,6 +54,9 @@ class TrainConfig:
     """Stacked recurrent layers."""
     core: CoreKind = "lstm"
     """Recurrent core: lstm or gru (both our own, resetting the state at episode starts)."""
+    skip_core: bool = False
+    """Add the encoder's features to the core's output before the heads (a residual connection past the core): the
+    heads see the current observation without it passing through the recurrent state."""
     seq_len: int = 16
     """BPTT sequence length; must divide num_steps."""
     learning_rate: float = 2.5e-3

@@ -49,10 +49,10 @@ class RecurrentPolicy(nn.Module):
     """
 
     def __init__(self, obs_space: Space, action_space: ActionSpace, hidden_dim: int = 256, num_layers: int = 1,
-                 core: CoreKind = "lstm") -> None:
+                 core: CoreKind = "lstm", *, skip_core: bool = False) -> None:
         super().__init__()
         self.obs_space, self.action_space = obs_space, action_space
-        self.hidden_dim, self.num_layers, self.core_kind = hidden_dim, num_layers, core
+        self.hidden_dim, self.num_layers, self.core_kind, self.skip_core = hidden_dim, num_layers, core, skip_core
         self.masked = isinstance(obs_space, spaces.Dict) and ACTION_MASK in dict(obs_space.spaces)
         # Built in this order, as the first policy (flat Box, Discrete, LSTM) was: a seeded policy of those spaces
         # draws the same initial weights.
@@ -75,12 +75,13 @@ class RecurrentPolicy(nn.Module):
     def spec(self) -> dict[str, Any]:
         """What rebuilds this policy (`from_spec`), as plain data: checkpoints store it."""
         return {"obs_space": spaces.to_data(self.obs_space), "action_space": spaces.to_data(self.action_space),
-                "hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "core": self.core_kind}
+                "hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "core": self.core_kind,
+                "skip_core": self.skip_core}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> RecurrentPolicy:
         return RecurrentPolicy(spaces.from_data(spec["obs_space"]), spaces.from_data(spec["action_space"]),
-                               spec["hidden_dim"], spec["num_layers"], spec["core"])
+                               spec["hidden_dim"], spec["num_layers"], spec["core"], skip_core=spec["skip_core"])
 
     @torch.inference_mode()
     def initial_hidden(self, batch_size: int) -> RecurrentState:
@@ -118,8 +119,11 @@ class RecurrentPolicy(nn.Module):
 
     def features(self, obs: Obs, hidden: RecurrentState,
                  episode_starts: torch.Tensor) -> tuple[torch.Tensor, RecurrentState]:
-        """Core outputs `[B, L, H]` and the state after `obs` (`[B, L, ...]` per leaf) from `hidden`."""
-        return self.core(self.encoder(obs), episode_starts, hidden)
+        """Core outputs `[B, L, H]` (plus the encoder's with `skip_core`) and the state after `obs` (`[B, L, ...]`
+        per leaf) from `hidden`."""
+        encoded = self.encoder(obs)
+        out, hidden = self.core(encoded, episode_starts, hidden)
+        return (out + encoded if self.skip_core else out), hidden
 
     def get_action(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor,
                    deterministic: bool = False) -> ActionOutput:
