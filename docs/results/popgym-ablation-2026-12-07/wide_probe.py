@@ -1,5 +1,5 @@
 """The wide probe: `python wide_probe.py TASK SEED STEPS [JSON]` runs preset_run.py with a wide path added (its
-records are named WIDE-... in preset_runs.jsonl): the encoder's leaf features (the one-hot and flattened
+records were named WIDE-... in preset_runs.jsonl): the encoder's leaf features (the one-hot and flattened
 observation, before its Linear + Tanh) straight to the action logits and to the value, through a Linear each that
 starts at zero, added to what the heads compute from the core's output."""
 import runpy
