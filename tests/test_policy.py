@@ -1,10 +1,13 @@
 """RecurrentPolicy on flat Box observations and Discrete actions, both cores: rollout and training paths agree;
 sampling; the inference-mode contract in eager mode."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from recurrent_ppo.models import RecurrentPolicy, reset_state
+from recurrent_ppo.ppo import ppo_loss
 from recurrent_ppo.spaces import Box, Discrete
 from tests.helpers import assert_close
 
@@ -12,8 +15,9 @@ CORES = ["lstm", "gru"]
 STATE_SIZE = {"lstm": 2, "gru": 1}
 
 
-def make_policy(obs_dim=3, num_actions=4, hidden_dim=8, num_layers=2, core="lstm", skip_core=False):
-    return RecurrentPolicy(Box((obs_dim,)), Discrete(num_actions), hidden_dim, num_layers, core, skip_core=skip_core)
+def make_policy(obs_dim=3, num_actions=4, hidden_dim=8, num_layers=2, core="lstm", skip_core=False, recall=False):
+    return RecurrentPolicy(Box((obs_dim,)), Discrete(num_actions), hidden_dim, num_layers, core, skip_core=skip_core,
+                           recall=recall)
 
 
 def random_state(core, layers, batch, hidden):
@@ -91,6 +95,67 @@ def test_skip_core_adds_the_encoders_features_to_the_core_output():
         assert torch.equal(got, want), "the recurrent state is the core's alone"
     assert skip.spec() == {**plain.spec(), "skip_core": True}
     assert RecurrentPolicy.from_spec(skip.spec()).skip_core
+
+
+@pytest.mark.parametrize("skip_core", [False, True], ids=["", "skip"])
+def test_the_recall_head_predicts_the_previous_steps_features_within_an_episode(skip_core):
+    """From the core's own output (not the skip's sum) at step t, the encoder's features at t-1, a fixed target;
+    the first step of each sequence and of each episode have no previous step and are left out."""
+    torch.manual_seed(4)
+    policy = make_policy(skip_core=skip_core, recall=True)
+    obs, h0 = torch.randn(3, 6, 3), random_state("lstm", 2, 3, 8)
+    starts = torch.zeros(3, 6, dtype=torch.bool)
+    starts[0, 2] = starts[1, 4] = starts[2, 1] = True
+    actions = torch.randint(0, 4, (3, 6))
+    got = policy.evaluate_actions(obs, h0, starts, actions).recall_error
+    encoded = policy.encoder(obs)
+    core_out, _ = policy.core(encoded, starts, h0)
+    errors = [(policy.recall(core_out[b, t]) - encoded[b, t - 1]).square().mean()
+              for b in range(3) for t in range(1, 6) if not starts[b, t]]
+    assert len(errors) == 12
+    assert_close(got, torch.stack(errors).mean(), "recall error over the kept steps")
+
+    # The target is fixed: the error's gradient reaches the encoder only through the core's input.
+    encoder_weight = policy.encoder[0].weight
+    (through_target,) = torch.autograd.grad(torch.stack(errors).mean(), encoder_weight, retain_graph=True)
+    (as_trained,) = torch.autograd.grad(policy.evaluate_actions(obs, h0, starts, actions).recall_error,
+                                        encoder_weight)
+    assert not torch.allclose(through_target, as_trained)
+    detached = [(policy.recall(core_out[b, t]) - encoded[b, t - 1].detach()).square().mean()
+                for b in range(3) for t in range(1, 6) if not starts[b, t]]
+    (want,) = torch.autograd.grad(torch.stack(detached).mean(), encoder_weight)
+    assert_close(as_trained, want, "gradient with the target detached")
+
+    every_step_a_start = policy.evaluate_actions(obs, h0, torch.ones_like(starts), actions).recall_error
+    assert every_step_a_start.item() == 0.0
+
+
+def test_the_recall_head_is_the_only_change_and_adds_its_error_to_the_loss():
+    """A seeded policy draws the same weights with the head as without it (the head is built last), acts the same,
+    and the spec carries it; ppo_loss adds recall_coef x the error, and reports it either way."""
+    torch.manual_seed(5)
+    plain = make_policy()
+    torch.manual_seed(5)
+    recall = make_policy(recall=True)
+    weights = recall.state_dict()
+    assert {name for name in weights if name.startswith("recall.")} == {"recall.weight", "recall.bias"}
+    for name, value in plain.state_dict().items():
+        assert torch.equal(weights[name], value), name
+    assert recall.spec() == {**plain.spec(), "recall": True}
+    assert RecurrentPolicy.from_spec(recall.spec()).recall is not None and plain.recall is None
+
+    obs, starts, h0 = torch.randn(4, 5, 3), torch.rand(4, 5) < 0.3, random_state("lstm", 2, 4, 8)
+    actions = torch.randint(0, 4, (4, 5))
+    out, plain_out = recall.evaluate_actions(obs, h0, starts, actions), plain.evaluate_actions(obs, h0, starts, actions)
+    assert plain_out.recall_error is None
+    assert torch.equal(out.log_prob, plain_out.log_prob) and torch.equal(out.value, plain_out.value)
+    batch = SimpleNamespace(log_probs=out.log_prob.detach() - 0.1, advantages=torch.randn(4, 5),
+                            returns=torch.randn(4, 5), values=out.value.detach() + 0.05)
+    without = ppo_loss(out, batch, clip_coef=0.2, vf_coef=0.5, ent_coef=0.01)
+    weighted = ppo_loss(out, batch, clip_coef=0.2, vf_coef=0.5, ent_coef=0.01, recall_coef=3.0)
+    assert out.recall_error > 0 and torch.equal(weighted.recall_error, out.recall_error.detach())
+    assert_close(weighted.loss, without.loss + 3.0 * out.recall_error, "loss with the recall term")
+    assert ppo_loss(plain_out, batch, clip_coef=0.2, vf_coef=0.5, ent_coef=0.01).recall_error.item() == 0.0
 
 
 @pytest.mark.parametrize("core", CORES)

@@ -222,13 +222,16 @@ def test_a_first_format_checkpoint_loads_as_its_policy_spec(tmp_path):
         assert torch.equal(loaded.state_dict()[name], value), name
 
 
-def test_a_checkpoint_from_before_skip_core_loads_without_it(tmp_path):
-    """Format 2 specs have no "skip_core": they load as policies without the skip, and resume as such."""
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_a_checkpoint_from_before_skip_core_or_recall_loads_without_them(tmp_path, fmt):
+    """Format 2 specs have neither "skip_core" nor "recall", format 3 no "recall": they load as policies without the
+    skip or the recall head, and resume as such."""
     policy = RecurrentPolicy(Box((2,)), Discrete(3), hidden_dim=8)
-    spec = {key: value for key, value in policy.spec().items() if key != "skip_core"}
-    save_checkpoint(tmp_path / "checkpoint.pt", {"format": 2, "policy": policy.state_dict(), "policy_spec": spec,
+    added = {2: ("skip_core", "recall"), 3: ("recall",)}[fmt]
+    spec = {key: value for key, value in policy.spec().items() if key not in added}
+    save_checkpoint(tmp_path / "checkpoint.pt", {"format": fmt, "policy": policy.state_dict(), "policy_spec": spec,
                                                  "config": {}, "global_step": 0})
-    assert load_policy(tmp_path).spec() == {**spec, "skip_core": False}
+    assert load_policy(tmp_path).spec() == {**spec, "skip_core": False, "recall": False}
 
 
 def test_target_kl_stops_the_updates_on_the_device(tmp_path):

@@ -79,6 +79,10 @@ class TrainConfig:
     """Entropy bonus coefficient."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
+    recall_coef: float = 0.0
+    """Weight of an auxiliary loss that asks the core's output at each step to predict the encoder's features of
+    the previous observation (a linear recall head, trained with the policy; 0: no head). It gives memory of the
+    last steps a gradient of its own, beside the one reward gives it."""
     normalize_rewards: bool = True
     """Divide rewards by the running std of the discounted return (per env, on the device, as gymnasium's
     NormalizeReward), so value targets stay near unit scale whatever the env's reward scale."""
@@ -225,7 +229,8 @@ class TrainConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
         if self.target_kl is not None and self.target_kl <= 0:
             raise ValueError(f"target_kl={self.target_kl} must be > 0 (or None: no early stop)")
-        for name in ("ent_coef", "vf_coef", "eval_episodes", "checkpoint_every", "eval_every", "time_budget"):
+        for name in ("ent_coef", "vf_coef", "recall_coef", "eval_episodes", "checkpoint_every", "eval_every",
+                     "time_budget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         self._validate_env_workers()

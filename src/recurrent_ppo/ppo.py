@@ -27,6 +27,7 @@ class LossTerms(NamedTuple):
     entropy: torch.Tensor
     approx_kl: torch.Tensor
     clip_fraction: torch.Tensor
+    recall_error: torch.Tensor
 
 
 def ppo_loss(
@@ -38,8 +39,10 @@ def ppo_loss(
     ent_coef: float,
     clip_vloss: bool = True,
     norm_adv: bool = True,
+    recall_coef: float = 0.0,
 ) -> LossTerms:
-    """Clipped surrogate + (optionally clipped) value loss - entropy bonus, averaged over all `[B, L]` steps."""
+    """Clipped surrogate + (optionally clipped) value loss - entropy bonus, averaged over all `[B, L]` steps, +
+    `recall_coef` x the policy's recall error where it has a recall head."""
     log_ratio = out.log_prob - batch.log_probs
     ratio = log_ratio.exp()
     advantages = batch.advantages
@@ -54,10 +57,13 @@ def ppo_loss(
     value_loss = 0.5 * value_error.mean()
     entropy = out.entropy.mean()
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy
+    recall_error = out.recall_error if out.recall_error is not None else torch.zeros_like(entropy)
+    if recall_coef:
+        loss = loss + recall_coef * recall_error
     with torch.no_grad():
         approx_kl = ((ratio - 1) - log_ratio).mean()  # the low-variance k3 estimator
         clip_fraction = ((ratio - 1).abs() > clip_coef).float().mean()
-    return LossTerms(loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction)
+    return LossTerms(loss, policy_loss, value_loss, entropy, approx_kl, clip_fraction, recall_error.detach())
 
 
 UPDATE_METRICS = (*LossTerms._fields, "grad_norm", "kl_stopped")
@@ -79,6 +85,7 @@ class PPOSettings:
     bf16: bool = False
     """The policy's forward under bf16 autocast; the log-ratios, the loss, the gradients and Adam stay fp32."""
     refresh_hidden: bool = False
+    recall_coef: float = 0.0
 
     @classmethod
     def of(cls, cfg: TrainConfig) -> PPOSettings:
@@ -89,7 +96,7 @@ class PPOSettings:
     def loss_terms(self) -> dict[str, float | bool]:
         """`ppo_loss`'s keyword arguments."""
         return dict(clip_coef=self.clip_coef, vf_coef=self.vf_coef, ent_coef=self.ent_coef,
-                    clip_vloss=self.clip_vloss, norm_adv=self.norm_adv)
+                    clip_vloss=self.clip_vloss, norm_adv=self.norm_adv, recall_coef=self.recall_coef)
 
 
 class PPOUpdater:
@@ -140,7 +147,7 @@ class PPOUpdater:
         return terms.loss, torch.stack([t.detach() for t in terms])
 
     def step(self, batch: SequenceBatch) -> torch.Tensor:
-        """One optimisation step on `batch`; returns its UPDATE_METRICS `[8]` (loss terms, pre-clip gradient norm,
+        """One optimisation step on `batch`; returns its UPDATE_METRICS `[9]` (loss terms, pre-clip gradient norm,
         whether target_kl had stopped the update)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss, terms = self.loss(batch)

@@ -22,10 +22,10 @@ from recurrent_ppo.snapshot import load_tensors, rng_state, save_tensors, set_rn
 Trainer = Any
 """A `trainer.Trainer` (not imported: the trainer imports this module, and checkpoint.py, which it imports, too)."""
 
-FORMAT = 3
+FORMAT = 4
 """The checkpoint format `capture` writes. 0: the first (one LSTM policy described by `policy_args`); 1: the
 policy spec, without a "format" key; 2: the same keys as 1, with "format"; 3: the policy spec with
-"skip_core"."""
+"skip_core"; 4: the policy spec with "recall"."""
 
 RESUMABLE = ("total_steps", "checkpoint_every", "eval_episodes", "progress", "device", "compile_mode",
              "compile_backend", "rnn_kernel", "precision", "log_every", "eval_every", "time_budget",
@@ -48,7 +48,7 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     Box observations with Discrete actions, described by `policy_args` (obs_dim, num_actions, hidden_dim,
     num_layers) with parameters under actor.* and lstm.*: its policy_args become a policy spec and its parameters
     take the current names. Format 1 differs from 2 by the missing "format" key alone; formats before 3 built no
-    policy with `skip_core`, which their specs lack. The saved configuration's own old names are the config's to
+    policy with `skip_core`, nor before 4 one with a recall head, which their specs lack. The saved configuration's own old names are the config's to
     map (`config.current_settings`), as config files hold them too."""
     if "policy_args" in state and "policy_spec" not in state:
         args = state["policy_args"]
@@ -65,7 +65,7 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
         state = {**state, "policy": {renamed(key): value for key, value in state["policy"].items()},
                  "policy_spec": spec}
     if "policy_spec" in state:
-        state = {**state, "policy_spec": {"skip_core": False, **state["policy_spec"]}}
+        state = {**state, "policy_spec": {"skip_core": False, "recall": False, **state["policy_spec"]}}
     return {**state, "format": FORMAT}
 
 

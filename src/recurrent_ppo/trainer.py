@@ -158,7 +158,7 @@ class Trainer:
         episode statistics."""
         cfg = self.cfg
         self.policy = RecurrentPolicy(env.observation_space, env.action_space, cfg.hidden_dim, cfg.num_layers,
-                                      cfg.core, skip_core=cfg.skip_core).to(self.device)
+                                      cfg.core, skip_core=cfg.skip_core, recall=cfg.recall_coef > 0).to(self.device)
         self.policy.core.use_kernel(self.rnn_kernel, tf32=cfg.precision == "tf32")  # not in the spec: a runtime choice
         self.policy_spec = self.policy.spec()
         distributed.broadcast_module(self.policy, self.group)

@@ -31,6 +31,7 @@ class EvaluateOutput(NamedTuple):
     value: torch.Tensor  # [B, L]
     entropy: torch.Tensor  # [B, L]
     hidden: RecurrentState  # after the last step, each [num_layers, B, H]
+    recall_error: torch.Tensor | None = None  # [] the recall head's error (a policy with `recall`), else None
 
 
 def add_time(obs: Obs) -> Obs:
@@ -49,7 +50,7 @@ class RecurrentPolicy(nn.Module):
     """
 
     def __init__(self, obs_space: Space, action_space: ActionSpace, hidden_dim: int = 256, num_layers: int = 1,
-                 core: CoreKind = "lstm", *, skip_core: bool = False) -> None:
+                 core: CoreKind = "lstm", *, skip_core: bool = False, recall: bool = False) -> None:
         super().__init__()
         self.obs_space, self.action_space = obs_space, action_space
         self.hidden_dim, self.num_layers, self.core_kind, self.skip_core = hidden_dim, num_layers, core, skip_core
@@ -60,6 +61,8 @@ class RecurrentPolicy(nn.Module):
         self.core = make_core(core, hidden_dim, hidden_dim, num_layers)
         self.head = make_head(action_space, hidden_dim)
         self.critic = linear_layer(hidden_dim, 1, 1.0)
+        # Built last, so that a seeded policy without it draws the same weights as before it existed.
+        self.recall = linear_layer(hidden_dim, hidden_dim, 1.0) if recall else None
         if self.masked:
             self._check_mask_space(dict(obs_space.spaces)[ACTION_MASK])
 
@@ -76,12 +79,13 @@ class RecurrentPolicy(nn.Module):
         """What rebuilds this policy (`from_spec`), as plain data: checkpoints store it."""
         return {"obs_space": spaces.to_data(self.obs_space), "action_space": spaces.to_data(self.action_space),
                 "hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "core": self.core_kind,
-                "skip_core": self.skip_core}
+                "skip_core": self.skip_core, "recall": self.recall is not None}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> RecurrentPolicy:
         return RecurrentPolicy(spaces.from_data(spec["obs_space"]), spaces.from_data(spec["action_space"]),
-                               spec["hidden_dim"], spec["num_layers"], spec["core"], skip_core=spec["skip_core"])
+                               spec["hidden_dim"], spec["num_layers"], spec["core"], skip_core=spec["skip_core"],
+                               recall=spec["recall"])
 
     @torch.inference_mode()
     def initial_hidden(self, batch_size: int) -> RecurrentState:
@@ -123,7 +127,21 @@ class RecurrentPolicy(nn.Module):
         per leaf) from `hidden`."""
         encoded = self.encoder(obs)
         out, hidden = self.core(encoded, episode_starts, hidden)
-        return (out + encoded if self.skip_core else out), hidden
+        return self._combine(out, encoded), hidden
+
+    def _combine(self, out: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+        return out + encoded if self.skip_core else out
+
+    def recall_error(self, out: torch.Tensor, encoded: torch.Tensor, episode_starts: torch.Tensor) -> torch.Tensor:
+        """The recall head's mean squared error: from the core's output at each step (`out [B, L, H]`), predict the
+        encoder's features of the step before (`encoded`, a fixed target: no gradient flows into it), over the
+        steps that have one in their episode and their sequence. It asks the recurrent state to keep the last
+        observation, a direct gradient for the short recall that reward alone teaches slowly."""
+        prediction = self.recall(out[:, 1:])
+        target = encoded[:, :-1].detach()
+        kept = (~episode_starts[:, 1:]).to(out.dtype)  # [B, L-1]
+        error = (prediction - target).square().mean(dim=-1)
+        return (error * kept).sum() / kept.sum().clamp(min=1.0)
 
     def get_action(self, obs: Obs, hidden: RecurrentState, episode_starts: torch.Tensor,
                    deterministic: bool = False) -> ActionOutput:
@@ -154,9 +172,12 @@ class RecurrentPolicy(nn.Module):
 
         Returns log-probabilities of `actions`, values and policy entropy, each `[B, L]`.
         """
-        out, hidden = self.features(obs, hidden, episode_starts)  # [B, L, H]
+        encoded = self.encoder(obs)
+        core_out, hidden = self.core(encoded, episode_starts, hidden)  # [B, L, H]
+        out = self._combine(core_out, encoded)
         log_prob, entropy = self.head.evaluate(out, actions, self.mask(obs))
-        return EvaluateOutput(log_prob, self.critic(out)[..., 0], entropy, hidden)
+        recall = None if self.recall is None else self.recall_error(core_out, encoded, episode_starts)
+        return EvaluateOutput(log_prob, self.critic(out)[..., 0], entropy, hidden, recall)
 
 
 
