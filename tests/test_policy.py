@@ -130,6 +130,28 @@ def test_the_recall_head_predicts_the_previous_steps_features_within_an_episode(
     assert every_step_a_start.item() == 0.0
 
 
+def test_the_recall_loss_alone_teaches_the_state_to_keep_the_last_observation():
+    """Observations drawn independently each step: nothing but the recurrent state can know the previous one, so a
+    predictor without memory errs by at least the target features' variance. Trained on the recall error alone,
+    the policy's must fall far below it."""
+    torch.manual_seed(6)
+    policy = make_policy(hidden_dim=16, num_layers=1, recall=True)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    starts, actions = torch.zeros(32, 16, dtype=torch.bool), torch.zeros(32, 16, dtype=torch.int64)
+    h0 = tuple(torch.zeros(1, 32, 16) for _ in range(2))
+    for _ in range(200):
+        error = policy.evaluate_actions(torch.randn(32, 16, 3), h0, starts, actions).recall_error
+        optimizer.zero_grad()
+        error.backward()
+        optimizer.step()
+    obs = torch.randn(32, 16, 3)
+    with torch.no_grad():
+        error = policy.evaluate_actions(obs, h0, starts, actions).recall_error
+        memoryless = policy.encoder(obs).var(dim=(0, 1)).mean()
+    assert memoryless > 0.01, "the encoder's features did not collapse"
+    assert error < 0.1 * memoryless, (error, memoryless)
+
+
 def test_the_recall_head_is_the_only_change_and_adds_its_error_to_the_loss():
     """A seeded policy draws the same weights with the head as without it (the head is built last), acts the same,
     and the spec carries it; ppo_loss adds recall_coef x the error, and reports it either way."""
