@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recurrent_ppo.models import RecurrentPolicy, reset_state
-from recurrent_ppo.ppo import ppo_loss
+from recurrent_ppo.ppo import LossTerms, PPOSettings, PPOUpdater, ppo_loss
 from recurrent_ppo.spaces import Box, Discrete
 from tests.helpers import assert_close
 
@@ -178,6 +178,29 @@ def test_the_recall_head_is_the_only_change_and_adds_its_error_to_the_loss():
     assert out.recall_error > 0 and torch.equal(weighted.recall_error, out.recall_error.detach())
     assert_close(weighted.loss, without.loss + 3.0 * out.recall_error, "loss with the recall term")
     assert ppo_loss(plain_out, batch, clip_coef=0.2, vf_coef=0.5, ent_coef=0.01).recall_error.item() == 0.0
+
+
+def test_the_updater_weighs_the_recall_error_in_fp32_and_bf16():
+    torch.manual_seed(7)
+    policy = make_policy(recall=True)
+    obs, starts, h0 = torch.randn(4, 5, 3), torch.rand(4, 5) < 0.3, random_state("lstm", 2, 4, 8)
+    actions = torch.randint(0, 4, (4, 5))
+    with torch.no_grad():
+        out = policy.evaluate_actions(obs, h0, starts, actions)
+    batch = SimpleNamespace(obs=obs, hidden=h0, episode_starts=starts, actions=actions, log_probs=out.log_prob,
+                            advantages=torch.randn(4, 5), returns=torch.randn(4, 5), values=out.value)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert policy.evaluate_actions(obs, h0, starts, actions).recall_error.dtype == torch.float32
+    for bf16 in (False, True):
+        updater = PPOUpdater(policy, torch.optim.Adam(policy.parameters()), PPOSettings(recall_coef=2.0, bf16=bf16))
+        loss, terms = updater._loss(batch)
+        assert loss.dtype == terms.dtype == torch.float32
+        recall = terms[LossTerms._fields.index("recall_error")]
+        assert_close(recall, out.recall_error, f"recall error (bf16={bf16})", rtol=0.05, atol=1e-3)
+        without = ppo_loss(policy.evaluate_actions(obs, h0, starts, actions), batch, clip_coef=0.2, vf_coef=0.5,
+                           ent_coef=0.01).loss
+        if not bf16:
+            assert_close(loss, without + 2.0 * recall, "the updater's loss with the recall term")
 
 
 @pytest.mark.parametrize("core", CORES)

@@ -48,8 +48,9 @@ def upgrade(state: dict[str, Any]) -> dict[str, Any]:
     Box observations with Discrete actions, described by `policy_args` (obs_dim, num_actions, hidden_dim,
     num_layers) with parameters under actor.* and lstm.*: its policy_args become a policy spec and its parameters
     take the current names. Format 1 differs from 2 by the missing "format" key alone; formats before 3 built no
-    policy with `skip_core`, nor before 4 one with a recall head, which their specs lack. The saved configuration's own old names are the config's to
-    map (`config.current_settings`), as config files hold them too."""
+    policy with `skip_core`, nor formats before 4 one with a recall head, which their specs lack. The saved
+    configuration's own old names are the config's to map (`config.current_settings`), as config files hold them
+    too."""
     if "policy_args" in state and "policy_spec" not in state:
         args = state["policy_args"]
         spec = {"obs_space": spaces.to_data(spaces.Box((args["obs_dim"],))),

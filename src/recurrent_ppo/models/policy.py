@@ -136,10 +136,11 @@ class RecurrentPolicy(nn.Module):
         """The recall head's mean squared error: from the core's output at each step (`out [B, L, H]`), predict the
         encoder's features of the step before (`encoded`, a fixed target: no gradient flows into it), over the
         steps that have one in their episode and their sequence. It asks the recurrent state to keep the last
-        observation, a direct gradient for the short recall that reward alone teaches slowly."""
-        prediction = self.recall(out[:, 1:])
-        target = encoded[:, :-1].detach()
-        kept = (~episode_starts[:, 1:]).to(out.dtype)  # [B, L-1]
+        observation, a direct gradient for the short recall that reward alone teaches slowly. In fp32 under
+        autocast too, as the rest of the loss."""
+        prediction = self.recall(out[:, 1:]).float()
+        target = encoded[:, :-1].detach().float()
+        kept = (~episode_starts[:, 1:]).float()  # [B, L-1]
         error = (prediction - target).square().mean(dim=-1)
         return (error * kept).sum() / kept.sum().clamp(min=1.0)
 
