@@ -121,22 +121,33 @@ def test_compute_advantages_needs_a_full_rollout():
         buffer.compute_advantages(torch.zeros(2), 0.99, 0.95)
 
 
-def test_advantages_and_batch_returns_match_the_reference():
-    """The buffer's GAE writes advantages alone; each minibatch's returns are its advantages + values, as
-    gae_reference computes them."""
+@pytest.mark.parametrize("value_lambda", [None, 0.95, 0.5])
+def test_advantages_and_batch_returns_match_the_reference(value_lambda):
+    """The buffer's GAE writes advantages alone; each minibatch's returns are advantages + values, as
+    gae_reference computes them, at the value targets' own lambda where it is given one (the advantages stay at
+    gae_lambda's)."""
     num_envs, num_steps = 4, 8
     buffer = make_buffer(num_envs, num_steps)
     fill(buffer)
     last_values = torch.tensor([0.5, -1.0, 2.0, 0.0])
-    buffer.compute_advantages(last_values, 0.99, 0.95)
-    advantages, returns = gae_reference(rewards=buffer.rewards, values=buffer.values, terminated=buffer.terminated,
-                                        truncated=buffer.truncated, truncated_values=buffer.truncated_values,
-                                        last_values=last_values, gamma=0.99, lam=0.95)
+    buffer.compute_advantages(last_values, 0.99, 0.95, value_lambda)
+
+    def reference(lam):
+        return gae_reference(rewards=buffer.rewards, values=buffer.values, terminated=buffer.terminated,
+                             truncated=buffer.truncated, truncated_values=buffer.truncated_values,
+                             last_values=last_values, gamma=0.99, lam=lam)
+
+    advantages, _ = reference(0.95)
+    _, returns = reference(0.95 if value_lambda is None else value_lambda)
     assert_close(buffer.advantages, advantages, "advantages")
+    assert (buffer.value_advantages is None) == (value_lambda in (None, 0.95))
     [batch] = buffer.get_batched_sequences(num_steps, 1)
     for i in range(num_envs):
         env = int(batch.actions[i, 0]) // 100
+        assert_close(batch.advantages[i], advantages[env], f"advantages of env {env}")
         assert_close(batch.returns[i], returns[env], f"returns of env {env}")
+    if value_lambda == 0.5:  # the two lambdas give other targets here, so the test can tell them apart
+        assert not torch.allclose(returns, reference(0.95)[1])
 
 
 def test_inference_tensors_become_normal_tensors_in_the_buffer():

@@ -73,6 +73,7 @@ def test_unknown_preset_and_bad_choices_are_usage_errors(capsys):
     (["--env", "pong"], "env='pong' is unknown"),
     (["--total-steps", "10"], "less than one rollout"),
     (["--gamma", "1.5"], "gamma=1.5 must lie in [0, 1]"),
+    (["--value-lambda", "-0.1"], "value_lambda=-0.1 must lie in [0, 1]"),
     (["--num-envs", "0"], "num_envs=0 must be >= 1"),
 ])
 def test_invalid_config_fails_before_any_work(tmp_path, capsys, flags, message):

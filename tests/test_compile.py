@@ -170,10 +170,12 @@ def no_recompiles_after_the_first_iteration(trainer: Trainer) -> None:
 
 
 def test_no_recompiles_after_the_first_iteration(tmp_path):
-    # The GRU under aot_eager (the same graphs as inductor's, traced faster), with the skip past the core and the
-    # recall head; the LSTM under inductor below.
-    no_recompiles_after_the_first_iteration(Trainer(tiny_config(tmp_path, core="gru", compile_backend="aot_eager",
-                                                                skip_core=True, recall_coef=0.5)))
+    # The GRU under aot_eager (the same graphs as inductor's, traced faster), with the skip past the core, the
+    # recall head and the value targets' own lambda; the LSTM under inductor below.
+    trainer = Trainer(tiny_config(tmp_path, core="gru", compile_backend="aot_eager", skip_core=True, recall_coef=0.5,
+                                  value_lambda=0.5))
+    no_recompiles_after_the_first_iteration(trainer)
+    assert trainer.buffer.value_advantages is not None, "the update read value targets at their own lambda"
 
 
 @pytest.mark.slow(seconds=33, together="inductor")

@@ -26,12 +26,14 @@ class SequenceBatch(NamedTuple):
     values: torch.Tensor  # [B, L]
     advantages: torch.Tensor  # [B, L]
     hidden: RecurrentState  # the state fed into each sequence's first step, each [num_layers, B, H]
+    value_advantages: torch.Tensor | None = None  # [B, L]: GAE at the value targets' own lambda, where it differs
 
     @property
     def returns(self) -> torch.Tensor:
         """The value targets, A + V: formed where the loss reads both (fused into its graph when compiled), so
-        GAE writes advantages alone and no minibatch gathers a returns tensor."""
-        return self.advantages + self.values
+        GAE writes advantages alone and no minibatch gathers a returns tensor. A is GAE at the value targets'
+        lambda where `compute_advantages` was given one of their own."""
+        return (self.advantages if self.value_advantages is None else self.value_advantages) + self.values
 
 
 class RolloutBuffer:
@@ -91,6 +93,8 @@ class RolloutBuffer:
         for name in self.hidden_names:
             setattr(self, name, alloc(n, t, num_layers, hidden_dim))
         self.advantages = alloc(n, t)  # returns are advantages + values: SequenceBatch.returns
+        # GAE at the value targets' own lambda; allocated by the first compute_advantages that is given one.
+        self.value_advantages: torch.Tensor | None = None
         self.pos = 0
         # The step `write` fills, on the device: a compiled (CUDA-graphed) rollout step writes the buffer without
         # the host, which keeps its own count in `pos`.
@@ -229,13 +233,25 @@ class RolloutBuffer:
         self.truncated_value_slots.index_copy_(0, slots, values.to(self.truncated_value_slots.dtype))
         return overflow
 
-    def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float) -> None:
-        """Fill `advantages` by GAE; `last_values [num_envs]` = V(obs after the last step)."""
+    def compute_advantages(self, last_values: torch.Tensor, gamma: float, gae_lambda: float,
+                           value_lambda: float | None = None) -> None:
+        """Fill `advantages` by GAE; `last_values [num_envs]` = V(obs after the last step). With a `value_lambda`
+        other than `gae_lambda`, also `value_advantages`, GAE at that lambda, which the value targets use."""
         if not self.full:
             raise RuntimeError(f"compute_advantages needs a full rollout: {self.pos} of {self.num_steps} steps written")
-        gae(rewards=self.rewards, values=self.values, terminated=self.terminated, truncated=self.truncated,
-            truncated_values=self.truncated_values, last_values=last_values, gamma=gamma, lam=gae_lambda,
-            out=(self.advantages, None), returns=False)
+
+        def estimate(lam: float, out: torch.Tensor) -> None:
+            gae(rewards=self.rewards, values=self.values, terminated=self.terminated, truncated=self.truncated,
+                truncated_values=self.truncated_values, last_values=last_values, gamma=gamma, lam=lam,
+                out=(out, None), returns=False)
+
+        estimate(gae_lambda, self.advantages)
+        if value_lambda is None or value_lambda == gae_lambda:
+            self.value_advantages = None
+            return
+        if self.value_advantages is None:
+            self.value_advantages = torch.zeros_like(self.advantages)
+        estimate(value_lambda, self.value_advantages)
 
     def get_batched_sequences(
         self, seq_len: int, num_minibatches: int, generator: torch.Generator | None = None
@@ -254,11 +270,13 @@ class RolloutBuffer:
         obs = spaces.map_obs(seqs, self.obs)
         fields = (seqs(self.actions), seqs(self.episode_starts), seqs(self.log_probs), seqs(self.values),
                   seqs(self.advantages))
+        value_advantages = None if self.value_advantages is None else seqs(self.value_advantages)
         chunks = self.num_steps // seq_len  # sequence s is env s // chunks from step (s % chunks) * seq_len
         order = torch.randperm(num_seqs, device=self.device, generator=generator)
         for idx in order.view(num_minibatches, -1):
             hidden = self.state_at(idx // chunks, (idx % chunks) * seq_len)
-            yield SequenceBatch(spaces.map_obs(lambda x: x[idx], obs), *(f[idx] for f in fields), hidden)
+            yield SequenceBatch(spaces.map_obs(lambda x: x[idx], obs), *(f[idx] for f in fields), hidden,
+                                None if value_advantages is None else value_advantages[idx])
 
 
 def truncation_rows(num_envs: int, num_steps: int, max_episode_steps: int | None) -> int:

@@ -67,6 +67,9 @@ class TrainConfig:
     """Discount factor."""
     gae_lambda: float = 0.95
     """GAE lambda."""
+    value_lambda: float | None = None
+    """GAE lambda of the value targets (A + V) alone; None: gae_lambda, as PPO does. A shorter one for the policy's
+    advantages (less variance) with a longer one here keeps the value learning the long return."""
     num_minibatches: int = 4
     """Minibatches per epoch; must divide the number of sequences (num_envs * num_steps / seq_len)."""
     update_epochs: int = 4
@@ -221,8 +224,8 @@ class TrainConfig:
             raise ValueError(
                 f"total_steps={self.total_steps} is less than one rollout (num_envs * num_steps = {self.batch_size})"
             )
-        for name in ("gamma", "gae_lambda"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+        for name in ("gamma", "gae_lambda", "value_lambda"):
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
         for name in ("learning_rate", "clip_coef", "max_grad_norm", "reward_scale"):
             if getattr(self, name) <= 0:

@@ -273,7 +273,7 @@ class Trainer:
                                      f"{cfg.num_steps} (env {cfg.env}): {type(error).__name__}: {error}") from error
         self.global_step += self.steps_per_iteration
         with record_function("gae"):
-            self.buffer.compute_advantages(last_values, cfg.gamma, cfg.gae_lambda)
+            self.buffer.compute_advantages(last_values, cfg.gamma, cfg.gae_lambda, cfg.value_lambda)
         with record_function("update"):
             losses = self.updater.update(self.buffer, seq_len=cfg.seq_len, num_minibatches=cfg.num_minibatches,
                                          epochs=cfg.update_epochs)
